@@ -1,0 +1,1 @@
+"""labquake.model — everything offline and numeric: features, network, simulator, training."""

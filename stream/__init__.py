@@ -1,0 +1,1 @@
+"""labquake.stream — everything online: wire format, sources, windows, pipeline, sinks."""

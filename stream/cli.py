@@ -1,0 +1,82 @@
+"""The ``labquake`` command: one verb per job, each defined in the module that does it.
+
+Each verb module exposes ``add_parser(subparsers) -> argparse.ArgumentParser`` and sets
+``handler`` (a function taking the parsed ``argparse.Namespace`` and returning an exit
+code) as a default on its parser. Modules import heavy libraries (TensorFlow, SciPy)
+inside their handlers so that ``labquake --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+from stream.errors import LabquakeError
+
+# verb -> module that defines it; order is the order ``--help`` lists them in.
+VERB_MODULES: dict[str, str] = {
+    "simulate": "model.simulate_cli",
+    "train": "model.train",
+    "evaluate": "model.evaluate",
+    "replay": "stream.replay",
+    "produce": "stream.instrument",
+    "monitor": "stream.monitor",
+    "alerts": "stream.subscriber",
+    "services": "stream.services",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line and exits 2."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _available_verbs() -> dict[str, str]:
+    """The verbs whose modules are present in this installation."""
+    found = {}
+    for verb, module in VERB_MODULES.items():
+        if importlib.util.find_spec(module) is not None:
+            found[verb] = module
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="labquake",
+        description="Streaming real-time monitor that warns before a laboratory fault fails.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    subparsers.required = True
+    for module in _available_verbs().values():
+        importlib.import_module(module).add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        # kafka-python logs every connection at INFO; an operator needs its warnings only.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+    try:
+        return int(args.handler(args) or 0)
+    except LabquakeError as error:
+        print(f"labquake {args.verb}: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
