@@ -1,0 +1,158 @@
+"""The Kafka side of the monitor: a consumer-group member that yields decoded chunks.
+
+A thin adapter around kafka-python. Each message's value is one wire chunk
+(``stream.wire``); a message that cannot be decoded, or whose key does not name the
+chunk's own stream, goes to the dead-letter topic ``<topic>.dlq`` with its original
+bytes and a ``labquake-error`` header, and never stops the stream. Offsets are
+committed only when the monitor says so (``commit``), after its sink holds the results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kafka import ConsumerRebalanceListener
+
+from stream import wire
+from stream.config import Settings
+from stream.errors import ServiceUnavailable
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER = "labquake-error"
+SOURCE_HEADER = "labquake-source"
+MAX_POLL_RECORDS = 500
+
+
+@dataclasses.dataclass(frozen=True)
+class Message:
+    """A message read: its chunk (``None`` for a dead letter) and where it came from."""
+
+    partition: Any  # kafka TopicPartition
+    offset: int
+    chunk: wire.Chunk | None
+
+
+@dataclasses.dataclass
+class SourceCounters:
+    messages: int = 0
+    dead_letters: int = 0
+
+
+class KafkaSource:
+    """Consumer-group member reading chunks from ``settings.topic``.
+
+    Args:
+        settings: bootstrap servers and topic.
+        group: the consumer group; monitors in one group share the topic's partitions.
+        on_revoke: called with the partitions about to go to another member, before
+            they go, so the monitor can finish and commit what it has of them.
+        client_options: extra kafka-python options (security settings).
+    """
+
+    def __init__(self, settings: Settings, group: str,
+                 on_revoke: Callable[[list[Any]], None],
+                 client_options: Mapping[str, Any] | None = None) -> None:
+        from kafka import KafkaConsumer, KafkaProducer
+        from kafka.errors import KafkaError
+
+        options = dict(client_options or {})
+        self.topic = settings.topic
+        self.dead_letter_topic = settings.dead_letter_topic
+        self.counters = SourceCounters()
+        try:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=settings.bootstrap.split(","), group_id=group,
+                enable_auto_commit=False, auto_offset_reset="earliest",
+                max_poll_records=MAX_POLL_RECORDS, max_partition_fetch_bytes=8 << 20,
+                **options,
+            )
+            self._dead_letters = KafkaProducer(
+                bootstrap_servers=settings.bootstrap.split(","), acks="all", retries=10,
+                max_in_flight_requests_per_connection=1, **options,
+            )
+        except KafkaError as error:
+            raise ServiceUnavailable(
+                f"cannot reach Kafka at {settings.bootstrap} ({error}); start it "
+                "(`labquake services up`) or point --bootstrap at a running broker"
+            ) from error
+        self._consumer.subscribe([self.topic], listener=_Rebalance(on_revoke))
+
+    def poll(self, timeout_s: float) -> list[Message]:
+        """The next messages (possibly none), decoded; bad ones already dead-lettered."""
+        polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        messages: list[Message] = []
+        for partition, records in polled.items():
+            for record in records:
+                self.counters.messages += 1
+                chunk, reason = _decode(record.key, record.value)
+                if chunk is None:
+                    self._dead_letter(record, reason)
+                messages.append(Message(partition, record.offset, chunk))
+        return messages
+
+    def commit(self, offsets: Mapping[Any, int]) -> None:
+        """Commit ``partition -> next offset to read``, once dead letters are stored."""
+        from kafka.structs import OffsetAndMetadata
+
+        if not offsets:
+            return
+        self._dead_letters.flush()
+        self._consumer.commit({
+            partition: OffsetAndMetadata(offset, "", -1) for partition, offset in offsets.items()
+        })
+
+    def lag(self) -> dict[str, int]:
+        """Messages behind the end of each assigned partition: ``"topic/partition" -> n``."""
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return {}
+        ends = self._consumer.end_offsets(assigned)
+        return {f"{p.topic}/{p.partition}": max(0, ends[p] - self._consumer.position(p))
+                for p in assigned}
+
+    def close(self) -> None:
+        self._dead_letters.flush()
+        self._dead_letters.close()
+        self._consumer.close(autocommit=False)
+
+    def _dead_letter(self, record: Any, reason: str) -> None:
+        self.counters.dead_letters += 1
+        log.warning("dead letter: topic=%s partition=%d offset=%d reason=%s",
+                    record.topic, record.partition, record.offset, reason)
+        source = f"{record.topic}/{record.partition}/{record.offset}".encode()
+        self._dead_letters.send(
+            self.dead_letter_topic, key=record.key, value=record.value or b"",
+            headers=[(ERROR_HEADER, reason.encode("utf-8")), (SOURCE_HEADER, source)],
+        )
+
+
+def _decode(key: bytes | None, value: bytes | None) -> tuple[wire.Chunk | None, str]:
+    """The chunk in a message, or ``None`` and the reason it is not one."""
+    try:
+        chunk = wire.decode(value)  # type: ignore[arg-type]
+    except wire.WireError as error:
+        return None, f"{type(error).__name__}: {error}"
+    expected = wire.message_key(chunk.instrument, chunk.channel)
+    if key != expected:
+        return None, (f"KeyMismatch: message key {key!r} does not name the chunk's stream "
+                      f"{expected!r}; the producer must key each chunk by its stream")
+    return chunk, ""
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """kafka-python's rebalance listener interface, forwarding revocations."""
+
+    def __init__(self, on_revoke: Callable[[list[Any]], None]) -> None:
+        self._on_revoke = on_revoke
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if revoked:
+            self._on_revoke(list(revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("assigned partitions: %s",
+                 ", ".join(f"{p.topic}/{p.partition}" for p in sorted(assigned)))

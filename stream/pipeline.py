@@ -1,0 +1,336 @@
+"""The pipeline core: sample chunks in, predictions and alert events out.
+
+It knows neither Kafka nor Redis. A source feeds it :class:`~stream.wire.Chunk` objects
+(``add``); it keeps one :class:`~stream.windows.WindowAccumulator` and one
+:class:`~stream.alert_policy.AlertPolicy` per stream (instrument, channel), collects the
+completed windows of all streams into micro-batches (at most ``max_batch`` windows, at
+most ``max_wait_s`` old), runs the predictor on each batch, and feeds the predictions to
+each stream's policy in window order. ``labquake replay`` and ``labquake monitor`` run
+this same class, so a replay of a recorded experiment gives the alerts a live run gave.
+
+Events, in order per stream: :class:`PredictionEvent` for every window,
+:class:`AlertEvent` when the policy raises or clears, :class:`GapEvent` when the sample
+counter jumps.
+
+Example:
+    >>> import numpy as np
+    >>> from stream.wire import Chunk
+    >>> class Constant:                      # any object with .version and .predict
+    ...     version = "v1"
+    ...     def predict(self, windows, start_samples):
+    ...         n = len(windows)
+    ...         return np.full(n, 0.2), np.full(n, 9.0), np.full(n, 0.9)
+    >>> core = Pipeline(Constant(), window=4, hop=4, max_batch=8)
+    >>> events = core.add(Chunk("rig1", "ae0", 0, 100.0, 0.0, np.zeros(12, np.int16)))
+    >>> [event.kind for event in events + core.flush()]
+    ['prediction', 'prediction', 'raised', 'prediction']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from stream.alert_policy import AlertPolicy, AlertPolicyConfig
+from stream.windows import Duplicate, Gap, Window, WindowAccumulator
+from stream.wire import Chunk
+
+StreamId = tuple[str, str]
+
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_WAIT_S = 0.05
+# Output precision: a batch's composition may change the last bits of a float32 result,
+# so the published numbers are rounded to what a scientist reads and what replay and the
+# live run reproduce identically.
+TIME_DECIMALS = 4
+PROBABILITY_DECIMALS = 5
+# Instrument clock times are rounded to the nanosecond: the same sample's time computed
+# from differently cut chunks then reads the same.
+CLOCK_DECIMALS = 9
+
+
+class Predictor(Protocol):
+    """What the pipeline needs of a model (``model.bundle.Bundle`` is one)."""
+
+    version: str
+
+    def predict(self, windows: np.ndarray, start_samples: np.ndarray) -> Any:
+        """TTF, TSF and P(failure) for a batch of windows."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictionEvent:
+    """The model's reading of one window."""
+
+    instrument: str
+    channel: str
+    window_end_sample: int
+    window_end_time: float
+    ttf_s: float
+    tsf_s: float
+    p_failure: float
+    model_version: str
+    kind: str = "prediction"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class AlertEvent:
+    """An alert raised or cleared: the public alert object of DESIGN.md."""
+
+    alert_id: str
+    kind: str
+    instrument: str
+    channel: str
+    window_end_sample: int
+    window_end_time: float
+    ttf_s: float
+    tsf_s: float
+    p_failure: float
+    threshold: float
+    model_version: str
+    emitted_at: float
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class GapEvent:
+    """The stream's sample counter jumped: no window spans the missing samples."""
+
+    instrument: str
+    channel: str
+    expected_sample: int
+    got_sample: int
+    kind: str = "gap"
+
+    @property
+    def missing_samples(self) -> int:
+        return self.got_sample - self.expected_sample
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "missing_samples": self.missing_samples}
+
+
+Event = PredictionEvent | AlertEvent | GapEvent
+
+
+def alert_id(instrument: str, channel: str, window_end_sample: int, kind: str) -> str:
+    """The alert's id: the same alert from a replay or a restarted monitor has the same id."""
+    return f"{instrument}/{channel}@{window_end_sample}:{kind}"
+
+
+@dataclasses.dataclass
+class _PendingWindow:
+    stream_id: StreamId
+    window: Window
+
+
+@dataclasses.dataclass
+class _Stream:
+    accumulator: WindowAccumulator
+    policy: AlertPolicy
+    pending: int = 0  # windows of this stream waiting in the batch
+
+
+@dataclasses.dataclass
+class Counters:
+    """Running totals, for logs and metrics."""
+
+    chunks: int = 0
+    samples: int = 0
+    duplicate_chunks: int = 0
+    gaps: int = 0
+    windows: int = 0
+    batches: int = 0
+    alerts_raised: int = 0
+    alerts_cleared: int = 0
+
+
+class Pipeline:
+    """Chunks of many streams in, events out; one instance per process.
+
+    Args:
+        predictor: the model (``.predict(windows, start_samples)`` returning TTF, TSF and
+            P(failure) arrays, or an object with ``ttf_s``/``tsf_s``/``p_failure``; and
+            ``.version``).
+        window: window length in samples.
+        hop: step between window starts in samples (default: ``window``).
+        policy_config: the alert policy (default: ``AlertPolicyConfig()``).
+        max_batch: run the model once this many windows wait.
+        max_wait_s: or once the oldest waiting window is this old (see :meth:`due`).
+        policy_state: ``stream_id -> snapshot or None``, asked once per new stream, so a
+            restarted process continues each stream's alert state (the monitor reads it
+            from its sink); default: every stream starts fresh.
+        clock: wall clock for ``emitted_at`` and batching deadlines.
+    """
+
+    def __init__(self, predictor: Predictor, window: int, hop: int | None = None,
+                 policy_config: AlertPolicyConfig | None = None,
+                 max_batch: int = DEFAULT_MAX_BATCH, max_wait_s: float = DEFAULT_MAX_WAIT_S,
+                 policy_state: Callable[[StreamId], Mapping[str, Any] | None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.predictor = predictor
+        self.window = window
+        self.hop = window if hop is None else hop
+        self.policy_config = policy_config or AlertPolicyConfig()
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._policy_state = policy_state
+        self._clock = clock
+        self._streams: dict[StreamId, _Stream] = {}
+        self._pending: list[_PendingWindow] = []
+        self._pending_since: float | None = None
+        self.counters = Counters()
+
+    # -- input ----------------------------------------------------------------------------
+
+    def add(self, chunk: Chunk) -> list[Event]:
+        """Take one chunk; return the events of any batch it completed."""
+        stream = self._stream(chunk.stream_id)
+        self.counters.chunks += 1
+        events: list[Event] = []
+        for item in stream.accumulator.add(chunk):
+            if isinstance(item, Window):
+                self._enqueue(chunk.stream_id, stream, item)
+            elif isinstance(item, Gap):
+                # The windows before the gap must reach the policy before it resets.
+                events.extend(self._run_batch())
+                stream.policy.gap()
+                self.counters.gaps += 1
+                events.append(GapEvent(*chunk.stream_id, item.expected_sample, item.got_sample))
+            elif isinstance(item, Duplicate):
+                self.counters.duplicate_chunks += int(item.first_sample == chunk.first_sample)
+        self.counters.samples += len(chunk.samples)
+        if len(self._pending) >= self.max_batch:
+            events.extend(self._run_batch())
+        return events
+
+    def due(self) -> bool:
+        """Whether waiting windows have waited ``max_wait_s``: the caller should ``flush``."""
+        return (self._pending_since is not None
+                and self._clock() - self._pending_since >= self.max_wait_s)
+
+    def flush(self) -> list[Event]:
+        """Run the model on every waiting window now."""
+        events: list[Event] = []
+        while self._pending:
+            events.extend(self._run_batch())
+        return events
+
+    # -- state the source needs -----------------------------------------------------------
+
+    @property
+    def streams(self) -> list[StreamId]:
+        return list(self._streams)
+
+    def oldest_needed_sample(self, stream_id: StreamId) -> int | None:
+        """The first sample of this stream that a result not yet given still needs.
+
+        A source may acknowledge (commit) everything before the chunk holding this
+        sample; ``None``: nothing of this stream is outstanding.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return None
+        candidates = [stream.accumulator.oldest_needed_sample()]
+        if stream.pending:
+            candidates.extend(p.window.first_sample for p in self._pending
+                              if p.stream_id == stream_id)
+        found = [sample for sample in candidates if sample is not None]
+        return min(found) if found else None
+
+    def policy_snapshot(self, stream_id: StreamId) -> dict[str, Any]:
+        return self._streams[stream_id].policy.snapshot()
+
+    def drop_stream(self, stream_id: StreamId) -> None:
+        """Forget a stream (its partition went to another process). Call after ``flush``."""
+        self._streams.pop(stream_id, None)
+        self._pending = [p for p in self._pending if p.stream_id != stream_id]
+        if not self._pending:
+            self._pending_since = None
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _stream(self, stream_id: StreamId) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            state = self._policy_state(stream_id) if self._policy_state else None
+            policy = (AlertPolicy.restore(self.policy_config, state) if state
+                      else AlertPolicy(self.policy_config))
+            stream = _Stream(WindowAccumulator(self.window, self.hop), policy)
+            self._streams[stream_id] = stream
+        return stream
+
+    def _enqueue(self, stream_id: StreamId, stream: _Stream, window: Window) -> None:
+        if not self._pending:
+            self._pending_since = self._clock()
+        self._pending.append(_PendingWindow(stream_id, window))
+        stream.pending += 1
+
+    def _run_batch(self) -> list[Event]:
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+        self._pending_since = self._clock() if self._pending else None
+        if not batch:
+            return []
+        windows = np.stack([p.window.samples for p in batch])
+        starts = np.array([p.window.first_sample for p in batch], dtype=np.int64)
+        ttf, tsf, p_failure = _outputs(self.predictor.predict(windows, starts))
+        self.counters.batches += 1
+        self.counters.windows += len(batch)
+        events: list[Event] = []
+        for index, pending in enumerate(batch):
+            stream = self._streams.get(pending.stream_id)
+            if stream is None:
+                continue
+            stream.pending -= 1
+            events.extend(self._window_events(
+                pending.stream_id, stream, pending.window,
+                round(float(ttf[index]), TIME_DECIMALS), round(float(tsf[index]), TIME_DECIMALS),
+                round(float(p_failure[index]), PROBABILITY_DECIMALS),
+            ))
+        return events
+
+    def _window_events(self, stream_id: StreamId, stream: _Stream, window: Window,
+                       ttf_s: float, tsf_s: float, p_failure: float) -> list[Event]:
+        instrument, channel = stream_id
+        version = self.predictor.version
+        end_sample, end_time = window.last_sample, round(window.end_time, CLOCK_DECIMALS)
+        events: list[Event] = [PredictionEvent(instrument, channel, end_sample, end_time,
+                                               ttf_s, tsf_s, p_failure, version)]
+        last = stream.policy.last_window_end_sample
+        if last is not None and end_sample <= last:
+            # Seen before this process restarted: its alert, if any, is already out.
+            return events
+        transition = stream.policy.update(end_sample, end_time, p_failure, ttf_s, tsf_s)
+        if transition is not None:
+            if transition.kind == "raised":
+                self.counters.alerts_raised += 1
+            else:
+                self.counters.alerts_cleared += 1
+            events.append(AlertEvent(
+                alert_id=alert_id(instrument, channel, end_sample, transition.kind),
+                kind=transition.kind, instrument=instrument, channel=channel,
+                window_end_sample=end_sample, window_end_time=end_time,
+                ttf_s=ttf_s, tsf_s=tsf_s, p_failure=p_failure,
+                threshold=self.policy_config.raise_threshold, model_version=version,
+                emitted_at=round(self._clock(), 6), reason=transition.reason,
+            ))
+        return events
+
+
+def _outputs(prediction: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if hasattr(prediction, "p_failure"):
+        return prediction.ttf_s, prediction.tsf_s, prediction.p_failure
+    ttf, tsf, p_failure = prediction
+    return ttf, tsf, p_failure
