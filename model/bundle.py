@@ -61,6 +61,8 @@ BUNDLE_FORMAT = 1
 DEFAULT_BUNDLE_PATH = Path(__file__).resolve().parent / "bundled" / f"default{BUNDLE_SUFFIX}"
 FEATURES_MODULE = "model.features"
 LIBRARIES: tuple[str, ...] = ("labquake", "tensorflow", "keras", "numpy", "scipy", "jax")
+# Inference runs on batches padded to a multiple of this many windows (see _call_bucketed).
+BATCH_BLOCK = 64
 DEFAULT_BENCH_BATCH_SIZES: tuple[int, ...] = (1, 64, 1024)
 REMEDY = "retrain with `labquake train` or install the labquake version that made it"
 
@@ -462,12 +464,13 @@ def _compiled_forward(model: keras.Model,
         # Imported here: a JAX deployment has no TensorFlow installed.
         import tensorflow as tf
 
-        return tf.function(
+        forward = tf.function(
             lambda inputs: model(inputs, training=False),
             input_signature=[tf.TensorSpec((None, 1, n_features), tf.float32)],
             jit_compile=False,
             reduce_retracing=True,
         )
+        return functools.partial(_call_bucketed, forward)
     if backend == "jax":
         import jax
 
@@ -490,13 +493,15 @@ def _compiled_forward(model: keras.Model,
 
 def _call_bucketed(forward: Callable[[np.ndarray], Sequence[Any]],
                    inputs: np.ndarray) -> list[np.ndarray]:
-    """Call a shape-specialised ``forward`` on a batch padded to the next power of two.
+    """Call ``forward`` on the batch padded to a whole number of ``BATCH_BLOCK`` rows.
 
-    jax.jit compiles once per input shape; streaming batches vary in size, so padding
-    bounds the compilations to one per power of two.
+    Two reasons: a window's result then does not depend on how many other windows shared
+    its batch (the kernels are chosen by shape), so a replay reproduces the live run's
+    numbers bit for bit; and jax.jit compiles once per input shape, so padding bounds
+    the compilations.
     """
     batch = inputs.shape[0]
-    bucket = 1 << max(batch - 1, 0).bit_length()
+    bucket = max(1, -(-batch // BATCH_BLOCK)) * BATCH_BLOCK
     padded = np.zeros((bucket, *inputs.shape[1:]), dtype=inputs.dtype)
     padded[:batch] = inputs
     return [np.asarray(output)[:batch] for output in forward(padded)]

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kafka import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
 from stream import wire
 from stream.config import Settings
@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 ERROR_HEADER = "labquake-error"
 SOURCE_HEADER = "labquake-source"
 MAX_POLL_RECORDS = 500
+# A monitor killed outright holds its partitions until the group gives up on it: keep that
+# short so a restarted (or another) member takes over within seconds, not a minute.
+SESSION_TIMEOUT_MS = 10_000
+HEARTBEAT_INTERVAL_MS = 3_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,12 +53,15 @@ class KafkaSource:
         settings: bootstrap servers and topic.
         group: the consumer group; monitors in one group share the topic's partitions.
         on_revoke: called with the partitions about to go to another member, before
-            they go, so the monitor can finish and commit what it has of them.
+            they go; it finishes what the monitor has of them and returns the offsets to
+            commit for them, which are committed before the partitions move.
+        on_assign: called with the partitions of the new assignment.
         client_options: extra kafka-python options (security settings).
     """
 
     def __init__(self, settings: Settings, group: str,
-                 on_revoke: Callable[[list[Any]], None],
+                 on_revoke: Callable[[list[Any]], Mapping[Any, int]],
+                 on_assign: Callable[[list[Any]], None],
                  client_options: Mapping[str, Any] | None = None) -> None:
         from kafka import KafkaConsumer, KafkaProducer
         from kafka.errors import KafkaError
@@ -68,6 +75,7 @@ class KafkaSource:
                 bootstrap_servers=settings.bootstrap.split(","), group_id=group,
                 enable_auto_commit=False, auto_offset_reset="earliest",
                 max_poll_records=MAX_POLL_RECORDS, max_partition_fetch_bytes=8 << 20,
+                session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 **options,
             )
             self._dead_letters = KafkaProducer(
@@ -79,7 +87,7 @@ class KafkaSource:
                 f"cannot reach Kafka at {settings.bootstrap} ({error}); start it "
                 "(`labquake services up`) or point --bootstrap at a running broker"
             ) from error
-        self._consumer.subscribe([self.topic], listener=_Rebalance(on_revoke))
+        self._consumer.subscribe([self.topic], listener=_Rebalance(self, on_revoke, on_assign))
 
     def poll(self, timeout_s: float) -> list[Message]:
         """The next messages (possibly none), decoded; bad ones already dead-lettered."""
@@ -96,14 +104,15 @@ class KafkaSource:
 
     def commit(self, offsets: Mapping[Any, int]) -> None:
         """Commit ``partition -> next offset to read``, once dead letters are stored."""
-        from kafka.structs import OffsetAndMetadata
+        if offsets:
+            self._dead_letters.flush()
+            self._consumer.commit(_offsets_and_metadata(offsets))
 
-        if not offsets:
-            return
-        self._dead_letters.flush()
-        self._consumer.commit({
-            partition: OffsetAndMetadata(offset, "", -1) for partition, offset in offsets.items()
-        })
+    async def commit_in_rebalance(self, offsets: Mapping[Any, int]) -> None:
+        """The same commit from inside a rebalance, where the consumer's IO loop runs us."""
+        if offsets:
+            self._dead_letters.flush()
+            await self._consumer.commit_async(_offsets_and_metadata(offsets))
 
     def lag(self) -> dict[str, int]:
         """Messages behind the end of each assigned partition: ``"topic/partition" -> n``."""
@@ -143,16 +152,34 @@ def _decode(key: bytes | None, value: bytes | None) -> tuple[wire.Chunk | None, 
     return chunk, ""
 
 
-class _Rebalance(ConsumerRebalanceListener):
-    """kafka-python's rebalance listener interface, forwarding revocations."""
+def _offsets_and_metadata(offsets: Mapping[Any, int]) -> dict[Any, Any]:
+    from kafka.structs import OffsetAndMetadata
 
-    def __init__(self, on_revoke: Callable[[list[Any]], None]) -> None:
+    return {partition: OffsetAndMetadata(offset, "", -1) for partition, offset in offsets.items()}
+
+
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Finishes and commits revoked partitions before they move to another member.
+
+    kafka-python 3 runs rebalance listeners on the consumer's IO loop, where a blocking
+    commit would deadlock; the async form awaits the commit instead.
+    """
+
+    def __init__(self, source: KafkaSource,
+                 on_revoke: Callable[[list[Any]], Mapping[Any, int]],
+                 on_assign: Callable[[list[Any]], None]) -> None:
+        self._source = source
         self._on_revoke = on_revoke
+        self._on_assign = on_assign
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        if revoked:
-            self._on_revoke(list(revoked))
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        if not revoked:
+            return
+        offsets = self._on_revoke(list(revoked))
+        try:
+            await self._source.commit_in_rebalance(offsets)
+        except Exception as error:  # the next owner re-reads; the sink absorbs repeats
+            log.warning("commit of revoked partitions failed: %s", error)
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        log.info("assigned partitions: %s",
-                 ", ".join(f"{p.topic}/{p.partition}" for p in sorted(assigned)))
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._on_assign(list(assigned))

@@ -74,7 +74,9 @@ class Monitor:
             max_wait_s=options.max_wait_s, policy_state=self.sink.load_policy_state,
         )
         self.tracker = OffsetTracker()
-        self.source = KafkaSource(settings, options.group, on_revoke=self._on_revoke)
+        self.source = KafkaSource(settings, options.group, on_revoke=self._on_revoke,
+                                  on_assign=self._on_assign)
+        self._revoked: list[Any] = []
         self._stopping = False
         self._closing = False
         self._touched: set[tuple[str, str]] = set()
@@ -141,26 +143,41 @@ class Monitor:
             self.sink.write(events, snapshots, should_stop=lambda: self._stopping)
         self._touched.clear()
 
-    def _commit(self, partitions: list[Any] | None = None) -> None:
+    def _committable(self, partitions: list[Any]) -> dict[Any, int]:
         offsets = {}
-        for partition in partitions if partitions is not None else self.tracker.partitions():
+        for partition in partitions:
             offset = self.tracker.committable(partition, self.pipeline.oldest_needed_sample)
             if offset is not None:
                 offsets[partition] = offset
-        self.source.commit(offsets)
+        return offsets
+
+    def _commit(self) -> None:
+        self.source.commit(self._committable(self.tracker.partitions()))
         self._last_commit = time.monotonic()
 
-    def _on_revoke(self, partitions: list[Any]) -> None:
-        """Finish and commit what this member has of the partitions it is losing."""
+    def _on_revoke(self, partitions: list[Any]) -> dict[Any, int]:
+        """Finish what this member has of the partitions it may lose; return their offsets.
+
+        Their streams' state is kept until the new assignment is known: a partition that
+        comes back to this member continues where it was (the consumer may keep its read
+        position), one that goes elsewhere is dropped in ``_on_assign``.
+        """
         if self._closing:
-            return
+            return {}
         self._store(self.pipeline.flush())
-        self._commit([p for p in partitions if p in self.tracker.partitions()])
-        for partition in partitions:
+        self._revoked = list(partitions)
+        return self._committable([p for p in partitions if p in self.tracker.partitions()])
+
+    def _on_assign(self, partitions: list[Any]) -> None:
+        kept = set(partitions)
+        gone = [p for p in self._revoked if p not in kept]
+        for partition in gone:
             for stream_id in self.tracker.forget(partition):
                 self.pipeline.drop_stream(stream_id)
-        log.info("revoked partitions: %s",
-                 ", ".join(f"{p.topic}/{p.partition}" for p in partitions))
+        self._revoked = []
+        log.info("assigned partitions: %s; gave up: %s",
+                 ", ".join(f"{p.topic}/{p.partition}" for p in sorted(kept)) or "none",
+                 ", ".join(f"{p.topic}/{p.partition}" for p in gone) or "none")
 
     def _drain(self) -> None:
         self._store(self.pipeline.flush())

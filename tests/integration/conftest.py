@@ -1,0 +1,145 @@
+"""Helpers for the monitor's integration tests: a small model bundle, records, processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+TEST_WINDOW = 15_000
+TEST_SAMPLE_RATE = 1e5
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory) -> Path:
+    """A bundle with window 15,000 for records at 100 kHz: an untrained network with a
+    fitted scaler. These tests are about stream semantics (what reaches Redis, once),
+    so any fixed model serves; its P(failure) hovers near the threshold, which makes
+    alerts frequent and any difference between two runs visible."""
+    import keras
+
+    from model import bundle, features, network, simulate
+
+    keras.utils.set_random_seed(0)
+    record = simulate.simulate(30, sample_rate=TEST_SAMPLE_RATE, seed=11)
+    samples = record.acoustic_data
+    count = len(samples) // TEST_WINDOW
+    windows = samples[: count * TEST_WINDOW].reshape(count, TEST_WINDOW)
+    values = features.extract(windows, np.arange(count, dtype=np.int64) * TEST_WINDOW)
+    mean, std = bundle.fit_scaler(values)
+    path = tmp_path_factory.mktemp("bundles") / "small.lqb"
+    bundle.save(path, network.build_model(len(features.FEATURE_NAMES)),
+                feature_names=features.FEATURE_NAMES, window=TEST_WINDOW, hop=TEST_WINDOW,
+                scaler_mean=mean, scaler_std=std, training_fingerprint="integration-tests",
+                metrics={}, alert_policy={})
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_record(tmp_path_factory) -> Path:
+    """40 s of simulated lab earthquakes at 100 kHz (4 million samples) as .npz."""
+    from model import records, simulate
+
+    path = tmp_path_factory.mktemp("records") / "sim.npz"
+    record = simulate.simulate(40, sample_rate=TEST_SAMPLE_RATE, seed=5)
+    records.write_record(path, [(record.acoustic_data, record.time_to_failure)],
+                         sample_rate=TEST_SAMPLE_RATE)
+    return path
+
+
+def labquake(*args: str, services, **kwargs) -> subprocess.Popen:
+    """Start ``labquake ARGS`` as its own process against the test services.
+
+    Its output goes to temporary files, not pipes: a long-running monitor that logs
+    every alert would otherwise block on a full pipe while the test waits.
+    """
+    env = {**os.environ, "LABQUAKE_KAFKA_BOOTSTRAP": services.bootstrap,
+           "LABQUAKE_REDIS_URL": services.redis_url, "PYTHONUNBUFFERED": "1"}
+    stdout = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by finish() or kill()
+    stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
+    process = subprocess.Popen([sys.executable, "-m", "stream", *args], cwd=REPO_ROOT,
+                               env=env, stdout=stdout, stderr=stderr, text=True, **kwargs)
+    process.output_files = (stdout, stderr)  # type: ignore[attr-defined]
+    return process
+
+
+def stdout_so_far(process: subprocess.Popen) -> str:
+    """What a running process has written to stdout until now."""
+    handle = process.output_files[0]  # type: ignore[attr-defined]
+    handle.seek(0)
+    return handle.read()
+
+
+def _output(process: subprocess.Popen) -> tuple[str, str]:
+    texts = []
+    for handle in process.output_files:  # type: ignore[attr-defined]
+        handle.seek(0)
+        texts.append(handle.read())
+        handle.close()
+    return texts[0], texts[1]
+
+
+def finish(process: subprocess.Popen, timeout_s: float = 180) -> tuple[int, str, str]:
+    """Wait for the process (closing its stdin, if piped); return its exit code, stdout
+    and stderr."""
+    if process.stdin is not None:
+        process.stdin.close()
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired as timeout:
+        process.kill()
+        process.wait()
+        raise AssertionError(f"process did not finish in {timeout_s} s; stderr:\n"
+                             f"{_output(process)[1][-3000:]}") from timeout
+    out, err = _output(process)
+    return process.returncode, out, err
+
+
+def kill(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    _output(process)
+
+
+def monitor_args(topic: str, namespace: str, bundle: Path, *extra: str) -> list[str]:
+    return ["monitor", "--topic", topic, "--namespace", namespace, "--model", str(bundle),
+            "--group", f"{namespace}-group", *extra]
+
+
+def logged_alerts(redis_client, namespace: str) -> list[dict]:
+    """The durable alert log, oldest first, without the wall-clock field."""
+    return [_comparable(json.loads(fields[b"alert"]))
+            for _, fields in redis_client.xrange(f"{namespace}:alerts:log")]
+
+
+def replay_alerts(record: Path, bundle: Path, instrument: str, channel: str = "ae0") -> list[dict]:
+    process = subprocess.run(
+        [sys.executable, "-m", "stream", "replay", "--data", str(record), "--model",
+         str(bundle), "--instrument", instrument, "--channel", channel],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True,
+    )
+    return [_comparable(json.loads(line)) for line in process.stdout.splitlines()
+            if json.loads(line)["kind"] in ("raised", "cleared")]
+
+
+def _comparable(alert: dict) -> dict:
+    return {key: value for key, value in alert.items() if key != "emitted_at"}
+
+
+def wait_for(predicate, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

@@ -1,0 +1,259 @@
+"""model.features: shapes, determinism, each winner feature against a plain reference."""
+
+import re
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from model import features, mfcc
+from stream.errors import LabquakeError
+
+pytestmark = pytest.mark.unit
+
+LANL_WINDOW = 150_000
+SHORT_WINDOW = 15_000
+INT16_MAX = np.iinfo(np.int16).max
+# Peaks in the hand-worked pattern rise 10+ counts above their neighbours; the denoising
+# noise never exceeds 0.5 * 4.4 (its largest quantile), so it cannot move a peak.
+PEAK_PATTERN = (0, 10, 40, 10, 0, 20, 60, 20, 0, 50, 10, 30, 10, 0, 0, 0)
+PEAKS_PER_PATTERN = 3  # at 40, 60 and 50; 30 tops its neighbours but not 50 two away
+
+
+def lanl_like(rows: int, length: int, seed: int = 0) -> np.ndarray:
+    """Background AE around a small offset, with a few large bursts."""
+    rng = np.random.default_rng(seed)
+    signal = 4.5 + rng.normal(0.0, 4.0, (rows, length))
+    for row in range(rows):
+        onset = rng.integers(0, length - 1000)
+        signal[row, onset:onset + 1000] += rng.uniform(200, 3000) * rng.standard_normal(1000)
+    return np.clip(np.rint(signal), -INT16_MAX, INT16_MAX).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def lanl_windows() -> np.ndarray:
+    return lanl_like(3, LANL_WINDOW)
+
+
+@pytest.fixture(scope="module")
+def short_windows() -> np.ndarray:
+    return lanl_like(20, SHORT_WINDOW, seed=1)
+
+
+def column(name: str) -> int:
+    return features.FEATURE_NAMES.index(name)
+
+
+def test_feature_set_is_named_and_defined():
+    names = features.FEATURE_NAMES
+    assert 20 <= len(names) <= 35
+    assert len(set(names)) == len(names)
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in names)
+    assert list(features.FEATURE_DEFINITIONS) == list(names)
+    assert all("\n" not in text and len(text) > 20
+               for text in features.FEATURE_DEFINITIONS.values())
+    assert features.WINNERS_FEATURES == (
+        "num_peaks_2", "rolling_std_50_p20", "mfcc_4_mean", "mfcc_18_mean")
+    assert set(features.WINNERS_FEATURES) <= set(names)
+
+
+def test_shape_and_dtype(lanl_windows):
+    result = features.extract(lanl_windows, np.array([0, LANL_WINDOW, 2 * LANL_WINDOW]))
+    assert result.shape == (3, len(features.FEATURE_NAMES))
+    assert result.dtype == np.float32
+    assert np.isfinite(result).all()
+
+
+def test_works_at_the_short_window(short_windows):
+    result = features.extract(short_windows, np.arange(20) * SHORT_WINDOW)
+    assert result.shape == (20, len(features.FEATURE_NAMES))
+    assert np.isfinite(result).all()
+    # The burst windows are louder than a quiet one of the shortest length.
+    quiet_window = np.random.default_rng(2).integers(-1, 2, (1, 4096)).astype(np.int16)
+    quiet = features.extract(quiet_window, names=["log_variance"])
+    assert (result[:, column("log_variance")] > quiet[0, 0] + 2.0).all()
+
+
+def test_same_start_sample_gives_identical_bits(short_windows):
+    starts = np.arange(20, dtype=np.int64) * 7_919
+    first = features.extract(short_windows, starts)
+    again = features.extract(short_windows.copy(), starts.copy())
+    assert first.tobytes() == again.tobytes()
+
+
+def test_start_sample_seeds_the_noise(short_windows):
+    window = short_windows[:1]
+    at_zero = features.denoise(window, np.array([0]))
+    np.testing.assert_array_equal(at_zero, features.denoise(window))  # None means zeros
+    elsewhere = features.denoise(window, np.array([150_000]))
+    assert np.mean(at_zero != elsewhere) > 0.9
+    # The noise is small: the two stay within a few noise standard deviations.
+    assert np.abs(at_zero - elsewhere).max() < 8 * features.NOISE_STD
+    assert not np.array_equal(features.extract(window, np.array([0])),
+                              features.extract(window, np.array([150_000])))
+
+
+def test_noise_is_gaussian_with_std_one_half():
+    noise = features.denoise(np.zeros((1, LANL_WINDOW), np.int16), np.array([42]))[0]
+    assert abs(np.median(noise)) < 1e-6
+    result = scipy.stats.kstest(noise, "norm", args=(0.0, features.NOISE_STD))
+    assert result.pvalue > 0.01
+    assert abs(noise.std() - features.NOISE_STD) < 0.005
+
+
+def test_noise_stream_is_pinned():
+    # These bits are part of every feature's definition: if this fails, the features of
+    # every trained bundle changed; bump FEATURES_VERSION and retrain.
+    noise = features.denoise(np.zeros((1, 4096), np.int16), np.array([123_456_789]))[0, :4]
+    np.testing.assert_array_equal(
+        noise, np.array([-0.17380683, -0.27409258, -0.25638962, 0.15820141], np.float32))
+
+
+def test_denoise_removes_the_offset():
+    offset = np.full((2, 4096), 1000, np.int16)
+    offset[1] -= 2000
+    denoised = features.denoise(offset)
+    # 0 up to float32 rounding at the offset (the spacing of float32 near 1000 is 6e-5).
+    np.testing.assert_allclose(np.median(denoised, axis=1), [0.0, 0.0], atol=1e-4)
+    assert np.abs(denoised).max() < 3.0
+
+
+def test_peak_count_on_a_hand_worked_pattern():
+    window = np.tile(np.array(PEAK_PATTERN, np.int16), 4096 // len(PEAK_PATTERN))[np.newaxis]
+    # The first two and last two samples cannot be peaks; here none of them is one anyway.
+    expected = PEAKS_PER_PATTERN * (4096 // len(PEAK_PATTERN))
+    for start in (0, 1, 987_654_321):
+        count = features.extract(window, np.array([start]), names=["num_peaks_2"])
+        assert count[0, 0] == expected
+
+
+def test_peak_needs_support_on_both_sides():
+    # 3 at index 2 is a peak; 2 at index 5 tops its neighbours but not the 5 two away;
+    # 5 at index 7 lacks a second right neighbour.
+    signal = np.array([[0, 1, 3, 1, 0, 2, 1, 5, 0]], np.float32)
+    assert features._count_peaks(signal, 2).tolist() == [1]
+
+
+def reference_rolling_std(signal: np.ndarray, width: int, stride: int) -> np.ndarray:
+    runs = np.lib.stride_tricks.sliding_window_view(signal.astype(np.float64), width, axis=1)
+    return runs[:, ::stride].std(axis=2, ddof=1)
+
+
+def test_winner_rolling_std_percentile_matches_a_plain_reference(lanl_windows):
+    starts = np.array([5, 6, 7])
+    ours = features.extract(lanl_windows, starts, names=["rolling_std_50_p20"])[:, 0]
+    stds = reference_rolling_std(features.denoise(lanl_windows, starts), 50, 1)
+    np.testing.assert_allclose(ours, np.percentile(stds, 20, axis=1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("width", features.ROLLING_WIDTHS)
+def test_rolling_std_features_match_a_plain_reference(short_windows, width):
+    windows, starts = short_windows[:4], np.arange(4) * SHORT_WINDOW
+    names = [f"log_rolling_std_{width}_p{percent:02d}" for percent in features.ROLLING_PERCENTS]
+    ours = features.extract(windows, starts, names=names)
+    stride = max(1, width // features.ROLLING_STRIDE_DIVISOR)
+    stds = reference_rolling_std(features.denoise(windows, starts), width, stride)
+    expected = np.log(np.percentile(stds, features.ROLLING_PERCENTS, axis=1).T)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_moments_and_counts_match_numpy(short_windows):
+    windows, starts = short_windows[:3], np.array([1, 2, 3])
+    x = features.denoise(windows, starts).astype(np.float64)
+    names = ["log_variance", "skewness", "log_kurtosis", "log_mean_abs_deviation",
+             "log_max_abs", "log1p_count_over_50"]
+    expected = np.stack([np.log(x.var(axis=1)), scipy.stats.skew(x, axis=1),
+                         np.log(scipy.stats.kurtosis(x, axis=1, fisher=False)),
+                         np.log(np.abs(x).mean(axis=1)), np.log(np.abs(x).max(axis=1)),
+                         np.log1p((np.abs(x) > 50).sum(axis=1))], axis=1)
+    np.testing.assert_allclose(features.extract(windows, starts, names=names), expected,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_sta_lta_long_runs_are_whole_multiples_of_short_ones():
+    # STA/LTA is evaluated at every short-th end sample; its alignment needs this.
+    for short, long in (*features.STA_LTA_MEAN_PAIRS, features.STA_LTA_MAX_PAIR):
+        assert long % short == 0
+
+
+def test_sta_lta_matches_a_plain_reference(short_windows):
+    windows, starts = short_windows[:2], np.array([0, 1])
+    x = features.denoise(windows, starts)
+    short = reference_rolling_std(x, 50, 50) ** 2
+    long = reference_rolling_std(x, 1000, 50) ** 2
+    ratio = short[:, (1000 - 50) // 50:][:, :long.shape[1]] / long
+    ours = features.extract(windows, starts,
+                            names=["sta_lta_50_1000_mean", "log_sta_lta_50_1000_max"])
+    np.testing.assert_allclose(ours[:, 0], ratio.mean(axis=1), rtol=1e-4)
+    np.testing.assert_allclose(ours[:, 1], np.log(ratio.max(axis=1)), rtol=1e-4)
+
+
+def test_band_powers_sum_to_the_variance(short_windows):
+    bands = [name for name in features.FEATURE_NAMES if name.startswith("log_band_power_")]
+    result = features.extract(short_windows, names=[*bands, "log_variance"])
+    # Parseval, up to the Hann window's weighting and the zero-padded edge frames.
+    np.testing.assert_allclose(np.exp(result[:, :-1]).sum(axis=1), np.exp(result[:, -1]),
+                               rtol=0.05)
+
+
+def test_mfcc_features_are_the_frame_means_of_the_mfcc(lanl_windows):
+    starts = np.array([10, 20, 30])
+    ours = features.extract(lanl_windows, starts, names=["mfcc_4_mean", "mfcc_18_mean"])
+    coefficients = mfcc.mfcc(features.denoise(lanl_windows, starts))
+    np.testing.assert_allclose(ours, coefficients[:, [4, 18]].mean(axis=2), atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["zeros", "max", "min", "alternating", "square", "spike"])
+def test_degenerate_windows_give_finite_features(kind):
+    window = np.zeros((1, LANL_WINDOW), np.int16)
+    if kind == "max":
+        window[:] = INT16_MAX
+    elif kind == "min":
+        window[:] = -INT16_MAX
+    elif kind == "alternating":
+        window[0, ::2], window[0, 1::2] = INT16_MAX, -INT16_MAX
+    elif kind == "square":
+        window[0, :100_000] = INT16_MAX
+        window[0, 100_000:] = -INT16_MAX
+    elif kind == "spike":
+        window[0, 70_000] = INT16_MAX
+    for start in (0, 1):
+        result = features.extract(window, np.array([start]))
+        assert np.isfinite(result).all(), dict(zip(features.FEATURE_NAMES, result[0], strict=True))
+
+
+def test_names_subset_equals_the_matching_columns(short_windows):
+    windows, starts = short_windows[:5], np.arange(5) * 3
+    full = features.extract(windows, starts)
+    for names in (features.WINNERS_FEATURES, features.FEATURE_NAMES[::-1],
+                  ("log_rolling_std_10_p05",), ("mfcc_18_mean", "num_peaks_2", "mfcc_18_mean")):
+        subset = features.extract(windows, starts, names=names)
+        np.testing.assert_array_equal(subset, full[:, [column(name) for name in names]])
+
+
+def test_batch_results_equal_per_row_results(short_windows):
+    starts = np.arange(len(short_windows), dtype=np.int64) * SHORT_WINDOW + 17
+    batch = features.extract(short_windows, starts)
+    rows = np.concatenate([features.extract(short_windows[row:row + 1], starts[row:row + 1])
+                           for row in range(len(short_windows))])
+    np.testing.assert_array_equal(batch, rows)
+
+
+def test_empty_batch():
+    assert features.extract(np.zeros((0, 4096), np.int16)).shape == (
+        0, len(features.FEATURE_NAMES))
+
+
+@pytest.mark.parametrize(("windows", "starts", "names", "message"), [
+    (np.zeros((2, 4096), np.float32), None, features.FEATURE_NAMES, "int16"),
+    (np.zeros(4096, np.int16), None, features.FEATURE_NAMES, "int16"),
+    (np.zeros((2, 4095), np.int16), None, features.FEATURE_NAMES, "at least 4096"),
+    (np.zeros((2, 4096), np.int16), np.array([0]), features.FEATURE_NAMES, "one integer"),
+    (np.zeros((2, 4096), np.int16), np.array([0.0, 1.0]), features.FEATURE_NAMES, "one integer"),
+    (np.zeros((2, 4096), np.int16), np.array([0, -1]), features.FEATURE_NAMES, ">= 0"),
+    (np.zeros((2, 4096), np.int16), None, ["num_peaks_2", "nope"], "'nope'"),
+    (np.zeros((2, 4096), np.int16), None, "num_peaks_2", "['num_peaks_2']"),
+])
+def test_bad_input_raises_labquake_error(windows, starts, names, message):
+    with pytest.raises(LabquakeError, match=re.escape(message)):
+        features.extract(windows, starts, names=names)
