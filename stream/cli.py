@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -46,12 +47,29 @@ def _available_verbs() -> dict[str, str]:
     return found
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message (and the exception, if any)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}",
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="labquake",
         description="Streaming real-time monitor that warns before a laboratory fault fails.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        default=os.environ.get("LABQUAKE_LOG_FORMAT", "text"),
+                        help="text, or one JSON object a line for log collectors "
+                             "(env LABQUAKE_LOG_FORMAT; default text)")
     subparsers = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     subparsers.required = True
     for module in _available_verbs().values():
@@ -64,11 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter() if args.log_format == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        handlers=[handler], force=True)
     if not args.verbose:
         # kafka-python logs every connection at INFO; an operator needs its warnings only.
         logging.getLogger("kafka").setLevel(logging.WARNING)

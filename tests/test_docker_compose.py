@@ -31,3 +31,16 @@ def test_compose_binds_published_ports_to_localhost():
     for name, service in _compose()["services"].items():
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+
+
+def test_compose_runs_the_monitor_and_a_simulated_instrument_against_the_stack():
+    services = _compose()["services"]
+    monitor, instrument = services["monitor"], services["instrument"]
+    assert monitor["command"][0] == "monitor"
+    assert monitor["environment"]["LABQUAKE_KAFKA_BOOTSTRAP"] == "kafka:19092"
+    assert monitor["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert "healthcheck" in monitor
+    assert instrument["command"][:2] == ["produce", "--instrument"]
+    assert {"--simulate", "--realtime"} <= set(instrument["command"])
+    dockerfile = (COMPOSE.parent / monitor["build"]["dockerfile"]).read_text()
+    assert "USER labquake" in dockerfile

@@ -61,3 +61,14 @@ def test_layout_reads_its_folders_from_the_environment(monkeypatch, tmp_path):
     assert layout.kafka_dir == tmp_path / "state" / "kafka"
     assert layout.jars_dir.parent.parent == tmp_path / "cache"
     assert layout.kafka_bootstrap == "localhost:19092"
+
+
+def test_json_logs_are_one_object_a_line():
+    import json
+    import logging
+
+    record = logging.LogRecord("labquake.monitor", logging.WARNING, __file__, 1,
+                               "lag=%d", (42,), None)
+    entry = json.loads(cli.JsonLogFormatter().format(record))
+    assert entry["level"] == "WARNING" and entry["logger"] == "labquake.monitor"
+    assert entry["message"] == "lag=42"
