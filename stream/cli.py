@@ -27,6 +27,10 @@ VERB_MODULES: dict[str, str] = {
     "produce": "stream.instrument",
     "monitor": "stream.monitor",
     "alerts": "stream.subscriber",
+    "predict": "model.predict",
+    "dashboard": "stream.dashboard",
+    "bench": "stream.bench",
+    "soak": "stream.soak",
     "services": "stream.services",
 }
 
