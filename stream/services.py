@@ -120,7 +120,9 @@ class Layout:
     @classmethod
     def from_environment(cls, **overrides: object) -> Layout:
         """The layout from ``LABQUAKE_CACHE_DIR`` / ``LABQUAKE_STATE_DIR`` (else under
-        ``~/.cache/labquake`` and ``~/.local/state/labquake``) and the given overrides."""
+        ``~/.cache/labquake`` and ``~/.local/state/labquake``), the ports from
+        ``LABQUAKE_KAFKA_PORT`` / ``LABQUAKE_CONTROLLER_PORT`` / ``LABQUAKE_REDIS_PORT``,
+        and the given overrides."""
         home = Path.home()
         values: dict[str, object] = {
             "cache_dir": Path(os.environ.get("LABQUAKE_CACHE_DIR") or home / ".cache/labquake"),
@@ -128,6 +130,11 @@ class Layout:
                 os.environ.get("LABQUAKE_STATE_DIR") or home / ".local/state/labquake"
             ),
         }
+        for name, variable in (("kafka_port", "LABQUAKE_KAFKA_PORT"),
+                               ("controller_port", "LABQUAKE_CONTROLLER_PORT"),
+                               ("redis_port", "LABQUAKE_REDIS_PORT")):
+            if os.environ.get(variable):
+                values[name] = _port(os.environ[variable], variable)
         values.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**values)  # type: ignore[arg-type]
 
@@ -150,6 +157,16 @@ class Layout:
     @property
     def redis_url(self) -> str:
         return f"redis://{self.host}:{self.redis_port}/0"
+
+
+def _port(text: str, source: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise LabquakeError(f"{source}={text!r} is not a port; give a number from 1 to 65535")
+    return port
 
 
 # --- prerequisites ---------------------------------------------------------------------
@@ -511,8 +528,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     for port in (args.kafka_port, args.controller_port, args.redis_port):
-        if port is not None and not 0 < port < 65536:
-            raise LabquakeError(f"port {port} is out of range; give a number from 1 to 65535")
+        if port is not None:
+            _port(str(port), "port")
     layout = Layout.from_environment(
         kafka_port=args.kafka_port, controller_port=args.controller_port,
         redis_port=args.redis_port,

@@ -32,7 +32,7 @@ def test_an_unknown_flag_is_one_line_and_exit_2(capsys):
 def test_a_bad_port_is_reported_in_one_line(capsys):
     assert cli.main(["services", "status", "--redis-port", "70000"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "labquake services: port 70000 is out of range; give a number from 1 to 65535"
+    assert err == "labquake services: port='70000' is not a port; give a number from 1 to 65535"
 
 
 def test_flags_override_environment_override_defaults():
@@ -72,3 +72,13 @@ def test_json_logs_are_one_object_a_line():
     entry = json.loads(cli.JsonLogFormatter().format(record))
     assert entry["level"] == "WARNING" and entry["logger"] == "labquake.monitor"
     assert entry["message"] == "lag=42"
+
+
+def test_ports_come_from_the_environment_and_bad_ones_are_refused(monkeypatch):
+    monkeypatch.setenv("LABQUAKE_KAFKA_PORT", "19092")
+    monkeypatch.setenv("LABQUAKE_REDIS_PORT", "16379")
+    layout = services.Layout.from_environment()
+    assert (layout.kafka_port, layout.redis_port, layout.controller_port) == (19092, 16379, 9093)
+    monkeypatch.setenv("LABQUAKE_REDIS_PORT", "redis")
+    with pytest.raises(LabquakeError, match="LABQUAKE_REDIS_PORT='redis' is not a port"):
+        services.Layout.from_environment()
