@@ -336,6 +336,7 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    staging.chmod(0o755)  # mkdtemp makes it owner-only; a bundle is read by service users
     try:
         model.save(staging / MODEL_FILENAME)
         _fsync(staging / MODEL_FILENAME)

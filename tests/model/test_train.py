@@ -237,6 +237,14 @@ def test_train_from_the_simulator_is_reproducible_and_can_tune_the_policy(
     assert out.count("trained ") == 2
 
 
+def test_an_existing_folder_that_is_not_a_bundle_is_refused_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "notes").mkdir()
+    code = cli.main(["train", "--simulate", "60", "--out", str(tmp_path / "notes")])
+    assert code == 2
+    assert "is not a model bundle" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("arguments", "message"), [
     (["--data", "/nonexistent/train.csv"], "no such file"),
     (["--simulate", "60", "--hop", "0"], "hop 0 is not a positive"),

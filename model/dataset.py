@@ -1,0 +1,389 @@
+"""Windows and training targets of a labelled record, cut exactly as the monitor cuts them.
+
+A record (a LANL CSV, a ``.csv`` inside a ``.zip``, an ``.npz``, or the simulator's output)
+is streamed block by block through :class:`stream.windows.WindowAccumulator`, the class the
+monitor uses, so a training window is the window the monitor would see at the same place
+on the sample counter. Features are extracted in batches of ``batch_windows`` windows and
+only features and targets are kept: memory stays bounded whatever the record's size (a
+150,000-sample window costs 33 floats, not 300 kB).
+
+Failures are read off the ``time_to_failure`` column: a failure is the sample where the
+label jumps UP by more than ``FAILURE_JUMP_S`` from the sample before it (the label counts
+down through a cycle and restarts at the next cycle's length). Per window, with ``e`` its
+last sample:
+
+- ``ttf_s``: the label at ``e`` (the LANL competition's target);
+- ``tsf_s``: ``(e - F) / sample_rate`` for the last failure ``F <= e``; NaN before the
+  record's first failure, where it is unknown;
+- ``failure_soon``: ``ttf_s < model.network.FAILURE_HORIZON_S`` (the classifier's target);
+- ``cycle``: how many failures lie at or before the window's first sample (cycle 0 is the
+  part of the record before its first failure); ``spans_failure``: a failure lies inside
+  the window (after its first sample), so the window belongs to two cycles.
+
+Example:
+    >>> from model import dataset
+    >>> windows = dataset.simulated_windows(30.0, seed=1, sample_rate=1e5, window=15_000,
+    ...                                     progress=False)
+    >>> len(windows) == len(windows.ttf_s) == windows.features.shape[0]
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from model import features as feature_extraction
+from model.network import FAILURE_HORIZON_S
+from stream.errors import LabquakeError
+from stream.windows import WINDOW_SAMPLES, Window, WindowAccumulator
+from stream.wire import MAX_SAMPLES, Chunk
+
+DEFAULT_WINDOW = WINDOW_SAMPLES
+DEFAULT_BATCH_WINDOWS = 64
+# A label rise bigger than this between consecutive samples is a failure. Within a cycle
+# the label only falls (by one LANL bin, about 1 ms, at most), and the shortest cycle is
+# seconds long, so any value between the two separates them.
+FAILURE_JUMP_S = 0.01
+# The stream name the accumulator sees; a record is one stream.
+_INSTRUMENT = "record"
+_CHANNEL = "ae"
+
+_PER_WINDOW = frozenset({"first_sample", "end_time_s", "features", "ttf_s", "tsf_s",
+                         "failure_soon", "cycle", "spans_failure"})
+
+# A pair (acoustic_data int16, time_to_failure float64 or None) of consecutive samples.
+LabelledBlock = tuple[np.ndarray, np.ndarray | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordWindows:
+    """Features and targets of every window of one record, in window order.
+
+    Attributes:
+        name: where the record came from (a path, or a description of the simulation).
+        sample_rate: samples per second.
+        window: samples per window.
+        hop: samples between window starts.
+        n_samples: samples in the record.
+        failure_samples: int64 indices of the failures found in the record, ascending.
+        feature_names: the columns of ``features``.
+        first_sample: int64 (n,), each window's first sample.
+        end_time_s: float64 (n,), instrument time of each window's last sample.
+        features: float32 (n, n_features), as ``model.features.extract`` gives them.
+        ttf_s: float64 (n,), time to failure at each window's last sample.
+        tsf_s: float64 (n,), time since the last failure at that sample; NaN if unknown.
+        failure_soon: bool (n,), ``ttf_s < FAILURE_HORIZON_S``.
+        cycle: int64 (n,), failures at or before each window's first sample.
+        spans_failure: bool (n,), a failure lies in ``(first_sample, last_sample]``.
+    """
+
+    name: str
+    sample_rate: float
+    window: int
+    hop: int
+    n_samples: int
+    failure_samples: np.ndarray
+    feature_names: tuple[str, ...]
+    first_sample: np.ndarray
+    end_time_s: np.ndarray
+    features: np.ndarray
+    ttf_s: np.ndarray
+    tsf_s: np.ndarray
+    failure_soon: np.ndarray
+    cycle: np.ndarray
+    spans_failure: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.first_sample)
+
+    @property
+    def last_sample(self) -> np.ndarray:
+        """int64 (n,), each window's last sample (the alert's ``window_end_sample``)."""
+        return self.first_sample + (self.window - 1)
+
+    @property
+    def last_cycle(self) -> np.ndarray:
+        """int64 (n,), the cycle of each window's last sample."""
+        return self.cycle + self.spans_failure
+
+    @property
+    def failure_times_s(self) -> np.ndarray:
+        """float64, instrument time of each failure, seconds."""
+        return self.failure_samples / self.sample_rate
+
+    @property
+    def n_cycles(self) -> int:
+        """Cycles the record touches: one more than its failures."""
+        return len(self.failure_samples) + 1
+
+    def select(self, index: np.ndarray | slice) -> RecordWindows:
+        """Some of the windows, with the record's header and failures.
+
+        Args:
+            index: a bool mask of shape (n,), ascending integer indices, or a slice.
+
+        Returns:
+            A :class:`RecordWindows` of the selected windows, in order.
+
+        Example:
+            >>> late = windows.select(windows.cycle > 0)  # doctest: +SKIP
+        """
+        return dataclasses.replace(self, **{name: getattr(self, name)[index]
+                                            for name in _PER_WINDOW})
+
+
+def file_windows(path: str | os.PathLike, *, window: int = DEFAULT_WINDOW,
+                 hop: int | None = None, sample_rate: float | None = None,
+                 feature_names: Sequence[str] = feature_extraction.FEATURE_NAMES,
+                 batch_windows: int = DEFAULT_BATCH_WINDOWS,
+                 progress: bool = True) -> RecordWindows:
+    """Windows, features and targets of a labelled record file.
+
+    Args:
+        path: a LANL ``.csv``, a ``.zip`` holding one, or an ``.npz``.
+        window: samples per window.
+        hop: samples between window starts (default ``window``).
+        sample_rate: the rate of a CSV (default LANL's 4 MHz); an ``.npz`` carries its own.
+        feature_names: the features to compute, in column order.
+        batch_windows: windows per feature-extraction call.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The record's :class:`RecordWindows`.
+
+    Raises:
+        LabquakeError: the file is missing, malformed or unlabelled, or shorter than a window.
+
+    Example:
+        >>> windows = file_windows("train.csv", window=150_000)  # doctest: +SKIP
+    """
+    from model import records
+
+    blocks = records.read_blocks(path, sample_rate=sample_rate)
+    first = next(blocks, None)
+    if first is None:
+        raise LabquakeError(f"{path} holds no samples; give a labelled record")
+    pairs = _prepend((first.acoustic_data, first.time_to_failure),
+                     ((block.acoustic_data, block.time_to_failure) for block in blocks))
+    return record_windows(pairs, first.sample_rate, name=str(path), window=window, hop=hop,
+                          feature_names=feature_names, batch_windows=batch_windows,
+                          progress=progress)
+
+
+def simulated_windows(seconds: float, *, seed: int = 0, sample_rate: float | None = None,
+                      window: int = DEFAULT_WINDOW, hop: int | None = None,
+                      feature_names: Sequence[str] = feature_extraction.FEATURE_NAMES,
+                      batch_windows: int = DEFAULT_BATCH_WINDOWS,
+                      progress: bool = True) -> RecordWindows:
+    """Windows, features and targets of a simulated record, streamed from the simulator.
+
+    No file is written: a multi-minute record at 4 MHz would take gigabytes.
+
+    Args:
+        seconds: record length.
+        seed: the simulator's seed.
+        sample_rate: samples per second (default the simulator's, 4 MHz).
+        window: samples per window.
+        hop: samples between window starts (default ``window``).
+        feature_names: the features to compute, in column order.
+        batch_windows: windows per feature-extraction call.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The record's :class:`RecordWindows`; its failures are found from the labels, as
+        for a file.
+
+    Example:
+        >>> simulated_windows(60.0, seed=3, sample_rate=1e5, window=15_000,
+        ...                   progress=False).n_cycles > 1
+        True
+    """
+    from model import simulate
+
+    rate = simulate.DEFAULT_SAMPLE_RATE if sample_rate is None else float(sample_rate)
+    if not math.isfinite(seconds):
+        raise LabquakeError(f"simulated record length {seconds} s is not finite; give e.g. 600")
+    blocks = simulate.simulate_blocks(seconds, sample_rate=rate, seed=seed)
+    return record_windows(blocks, rate, name=f"simulated {seconds:g} s, seed {seed}",
+                          window=window, hop=hop, feature_names=feature_names,
+                          batch_windows=batch_windows, progress=progress,
+                          total_samples=simulate.record_samples(seconds, rate))
+
+
+def record_windows(blocks: Iterable[LabelledBlock], sample_rate: float, *, name: str,
+                   window: int = DEFAULT_WINDOW, hop: int | None = None,
+                   feature_names: Sequence[str] = feature_extraction.FEATURE_NAMES,
+                   batch_windows: int = DEFAULT_BATCH_WINDOWS, progress: bool = True,
+                   total_samples: int | None = None) -> RecordWindows:
+    """Windows, features and targets of a record given as consecutive labelled blocks.
+
+    Args:
+        blocks: ``(acoustic_data int16, time_to_failure float64)`` pairs of consecutive
+            samples from the record's sample 0; blocks of any length.
+        sample_rate: samples per second.
+        name: where the record came from, for messages.
+        window: samples per window.
+        hop: samples between window starts (default ``window``).
+        feature_names: the features to compute, in column order.
+        batch_windows: windows per feature-extraction call.
+        progress: show a progress bar on stderr.
+        total_samples: the record's length if known (for the progress bar).
+
+    Returns:
+        The record's :class:`RecordWindows`.
+
+    Raises:
+        LabquakeError: bad window or hop, an unlabelled block, or no complete window.
+
+    Example:
+        >>> acoustic = np.zeros(20_000, np.int16)
+        >>> ttf = np.linspace(2.0, 0.1, 20_000)
+        >>> windows = record_windows([(acoustic, ttf)], 1e4, name="ramp", window=5_000,
+        ...                          progress=False)
+        >>> windows.first_sample.tolist(), windows.tsf_s.tolist()
+        ([0, 5000, 10000, 15000], [nan, nan, nan, nan])
+    """
+    from tqdm import tqdm
+
+    hop = window if hop is None else hop
+    check_window(window, hop)
+    builder = _Builder(sample_rate, window, hop, tuple(feature_names), batch_windows)
+    with tqdm(total=total_samples, unit="sample", unit_scale=True, file=sys.stderr,
+              desc=Path(name).name, disable=not progress, leave=False) as bar:
+        for acoustic, ttf in blocks:
+            if ttf is None:
+                raise LabquakeError(f"{name} has no time_to_failure labels; training and "
+                                    "evaluation need a labelled record "
+                                    "(acoustic_data,time_to_failure)")
+            builder.add(np.asarray(acoustic), np.asarray(ttf, dtype=np.float64))
+            bar.update(len(acoustic))
+    return builder.finish(name)
+
+
+def check_window(window: int, hop: int) -> None:
+    """Refuse a window the features cannot use or a hop that is not a positive step.
+
+    Args:
+        window: samples per window.
+        hop: samples between window starts.
+
+    Raises:
+        LabquakeError: ``window`` below ``model.features.MIN_WINDOW_LEN`` or ``hop < 1``.
+
+    Example:
+        >>> check_window(15_000, 15_000)
+    """
+    if isinstance(hop, bool) or not isinstance(hop, int) or hop < 1:
+        raise LabquakeError(f"hop {hop!r} is not a positive whole number of samples; "
+                            f"give --hop N >= 1 (default: the window length)")
+    if isinstance(window, bool) or not isinstance(window, int) or (
+            window < feature_extraction.MIN_WINDOW_LEN):
+        raise LabquakeError(f"window {window!r} is too short for the features; give --window "
+                            f">= {feature_extraction.MIN_WINDOW_LEN} (default {DEFAULT_WINDOW})")
+
+
+class _Builder:
+    """Accumulates windows, their features and targets, block after block."""
+
+    def __init__(self, sample_rate: float, window: int, hop: int,
+                 feature_names: tuple[str, ...], batch_windows: int) -> None:
+        if not (math.isfinite(sample_rate) and sample_rate > 0):
+            raise LabquakeError(f"sample rate {sample_rate} is not a positive number of Hz")
+        self.sample_rate = float(sample_rate)
+        self.window = window
+        self.hop = hop
+        self.feature_names = feature_names
+        self.batch_windows = max(1, int(batch_windows))
+        self.accumulator = WindowAccumulator(window, hop)
+        self.position = 0
+        self.previous_label: float | None = None
+        self.failures: list[int] = []
+        self.pending: list[Window] = []
+        self.feature_batches: list[np.ndarray] = []
+        self.columns: dict[str, list] = {key: [] for key in (
+            "first_sample", "end_time_s", "ttf_s", "tsf_s", "cycle", "spans_failure")}
+
+    def add(self, acoustic: np.ndarray, ttf: np.ndarray) -> None:
+        if acoustic.shape != ttf.shape or acoustic.ndim != 1:
+            raise LabquakeError(f"acoustic_data {acoustic.shape} and time_to_failure "
+                                f"{ttf.shape} must be 1-D of the same length")
+        self._find_failures(ttf)
+        for offset in range(0, len(acoustic), MAX_SAMPLES):
+            first = self.position + offset
+            piece = acoustic[offset:offset + MAX_SAMPLES]
+            chunk = Chunk(_INSTRUMENT, _CHANNEL, first, self.sample_rate,
+                          first / self.sample_rate, piece)
+            for event in self.accumulator.add(chunk):
+                # One record is one contiguous stream: its only events are windows.
+                self._add_window(event, ttf[event.last_sample - self.position])
+        self.position += len(acoustic)
+
+    def _find_failures(self, ttf: np.ndarray) -> None:
+        if len(ttf) == 0:
+            return
+        previous = ttf[0] if self.previous_label is None else self.previous_label
+        rises = np.diff(ttf, prepend=previous) > FAILURE_JUMP_S
+        self.failures.extend((np.flatnonzero(rises) + self.position).tolist())
+        self.previous_label = float(ttf[-1])
+
+    def _add_window(self, window: Window, ttf_at_end: float) -> None:
+        last = window.last_sample
+        cycle = int(np.searchsorted(self.failures, window.first_sample, side="right"))
+        last_cycle = int(np.searchsorted(self.failures, last, side="right"))
+        tsf = ((last - self.failures[last_cycle - 1]) / self.sample_rate if last_cycle
+               else math.nan)
+        columns = self.columns
+        columns["first_sample"].append(window.first_sample)
+        columns["end_time_s"].append(window.end_time)
+        columns["ttf_s"].append(float(ttf_at_end))
+        columns["tsf_s"].append(tsf)
+        columns["cycle"].append(cycle)
+        columns["spans_failure"].append(last_cycle > cycle)
+        self.pending.append(window)
+        if len(self.pending) >= self.batch_windows:
+            self._extract()
+
+    def _extract(self) -> None:
+        if not self.pending:
+            return
+        windows = np.stack([window.samples for window in self.pending])
+        starts = np.array([window.first_sample for window in self.pending], np.int64)
+        self.feature_batches.append(
+            feature_extraction.extract(windows, starts, names=self.feature_names))
+        self.pending = []
+
+    def finish(self, name: str) -> RecordWindows:
+        self._extract()
+        if not self.columns["first_sample"]:
+            raise LabquakeError(f"{name} holds {self.position:,} samples, fewer than one "
+                                f"window of {self.window:,}; give a longer record or a "
+                                "shorter --window")
+        columns = self.columns
+        ttf = np.asarray(columns["ttf_s"], np.float64)
+        return RecordWindows(
+            name=name, sample_rate=self.sample_rate, window=self.window, hop=self.hop,
+            n_samples=self.position,
+            failure_samples=np.asarray(self.failures, np.int64),
+            feature_names=self.feature_names,
+            first_sample=np.asarray(columns["first_sample"], np.int64),
+            end_time_s=np.asarray(columns["end_time_s"], np.float64),
+            features=np.concatenate(self.feature_batches),
+            ttf_s=ttf,
+            tsf_s=np.asarray(columns["tsf_s"], np.float64),
+            failure_soon=ttf < FAILURE_HORIZON_S,
+            cycle=np.asarray(columns["cycle"], np.int64),
+            spans_failure=np.asarray(columns["spans_failure"], bool),
+        )
+
+
+def _prepend(first: LabelledBlock, rest: Iterator[LabelledBlock]) -> Iterator[LabelledBlock]:
+    yield first
+    yield from rest
+
