@@ -70,7 +70,22 @@ def labquake(*args: str, services, **kwargs) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "-m", "stream", *args], cwd=REPO_ROOT,
                                env=env, stdout=stdout, stderr=stderr, text=True, **kwargs)
     process.output_files = (stdout, stderr)  # type: ignore[attr-defined]
+    _started.append(process)
     return process
+
+
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    """A failing test must not leave a monitor or producer running behind it."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def stdout_so_far(process: subprocess.Popen) -> str:
