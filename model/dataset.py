@@ -5,7 +5,10 @@ is streamed block by block through :class:`stream.windows.WindowAccumulator`, th
 monitor uses, so a training window is the window the monitor would see at the same place
 on the sample counter. Features are extracted in batches of ``batch_windows`` windows and
 only features and targets are kept: memory stays bounded whatever the record's size (a
-150,000-sample window costs 33 floats, not 300 kB).
+150,000-sample window costs 33 floats, not 300 kB). A record converted to the record cache
+(:mod:`model.record_cache`, LANL's ``train.csv`` at full size) is instead cut straight
+from its raw samples, with features from the resumable :mod:`model.feature_cache`
+computed by worker processes; the windows and targets are the same.
 
 Failures are read off the ``time_to_failure`` column: a failure is the sample where the
 label jumps UP by more than ``FAILURE_JUMP_S`` from the sample before it (the label counts
@@ -36,6 +39,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,12 +49,17 @@ from stream.errors import LabquakeError
 from stream.windows import WINDOW_SAMPLES, Window, WindowAccumulator
 from stream.wire import MAX_SAMPLES, Chunk
 
+if TYPE_CHECKING:
+    from model.record_cache import RecordCache
+
 DEFAULT_WINDOW = WINDOW_SAMPLES
 DEFAULT_BATCH_WINDOWS = 64
 # A label rise bigger than this between consecutive samples is a failure. Within a cycle
 # the label only falls (by one LANL bin, about 1 ms, at most), and the shortest cycle is
 # seconds long, so any value between the two separates them.
 FAILURE_JUMP_S = 0.01
+# Labels scanned at a time for failures in a cached record (64 MiB of float32).
+_LABEL_SCAN_SAMPLES = 1 << 24
 # The stream name the accumulator sees; a record is one stream.
 _INSTRUMENT = "record"
 _CHANNEL = "ae"
@@ -138,13 +147,38 @@ class RecordWindows:
         return dataclasses.replace(self, **{name: getattr(self, name)[index]
                                             for name in _PER_WINDOW})
 
+    def with_features(self, names: Sequence[str]) -> RecordWindows:
+        """The same windows with only some feature columns, in the order given.
+
+        Args:
+            names: a subset of :attr:`feature_names`.
+
+        Returns:
+            A :class:`RecordWindows` whose ``features`` has those columns.
+
+        Example:
+            >>> windows.with_features(["num_peaks_2"]).features.shape[1]  # doctest: +SKIP
+            1
+        """
+        columns = [self.feature_names.index(name) for name in names]
+        return dataclasses.replace(self, feature_names=tuple(names),
+                                   features=self.features[:, columns])
+
 
 def file_windows(path: str | os.PathLike, *, window: int = DEFAULT_WINDOW,
                  hop: int | None = None, sample_rate: float | None = None,
                  feature_names: Sequence[str] = feature_extraction.FEATURE_NAMES,
                  batch_windows: int = DEFAULT_BATCH_WINDOWS,
-                 progress: bool = True) -> RecordWindows:
+                 progress: bool = True, use_cache: bool = True,
+                 cache_root: str | os.PathLike | None = None, convert_any_size: bool = False,
+                 feature_cache: str | os.PathLike | None = None,
+                 workers: int = 1) -> RecordWindows:
     """Windows, features and targets of a labelled record file.
+
+    A file with a record cache (:mod:`model.record_cache`), or big enough to be given
+    one now, is read through it, with its features kept in the resumable feature cache
+    (:mod:`model.feature_cache`) and computed by ``workers`` processes; the result is the
+    same as streaming the file, its labels rounded to float32. Other files are streamed.
 
     Args:
         path: a LANL ``.csv``, a ``.zip`` holding one, or an ``.npz``.
@@ -153,7 +187,12 @@ def file_windows(path: str | os.PathLike, *, window: int = DEFAULT_WINDOW,
         sample_rate: the rate of a CSV (default LANL's 4 MHz); an ``.npz`` carries its own.
         feature_names: the features to compute, in column order.
         batch_windows: windows per feature-extraction call.
-        progress: show a progress bar on stderr.
+        progress: show progress bars on stderr.
+        use_cache: ``False`` streams the file, whatever caches exist.
+        cache_root: the record cache's root (default ``record_cache.default_root()``).
+        convert_any_size: convert the file to the record cache whatever its size.
+        feature_cache: where feature caches live (default inside the record cache).
+        workers: processes computing features of a cached record.
 
     Returns:
         The record's :class:`RecordWindows`.
@@ -164,9 +203,18 @@ def file_windows(path: str | os.PathLike, *, window: int = DEFAULT_WINDOW,
     Example:
         >>> windows = file_windows("train.csv", window=150_000)  # doctest: +SKIP
     """
-    from model import records
+    from model import record_cache, records
 
-    blocks = records.read_blocks(path, sample_rate=sample_rate)
+    if use_cache:
+        check_window(window, window if hop is None else hop)
+        cached = record_cache.open_record(path, cache_root, convert_any_size=convert_any_size,
+                                          sample_rate=sample_rate, progress=progress)
+        if cached is not None:
+            return cached_windows(cached, window=window, hop=hop, sample_rate=sample_rate,
+                                  feature_names=feature_names, batch_windows=batch_windows,
+                                  feature_cache=feature_cache, workers=workers,
+                                  progress=progress)
+    blocks = records.read_blocks(path, sample_rate=sample_rate, use_cache=False)
     first = next(blocks, None)
     if first is None:
         raise LabquakeError(f"{path} holds no samples; give a labelled record")
@@ -215,6 +263,67 @@ def simulated_windows(seconds: float, *, seed: int = 0, sample_rate: float | Non
                           window=window, hop=hop, feature_names=feature_names,
                           batch_windows=batch_windows, progress=progress,
                           total_samples=simulate.record_samples(seconds, rate))
+
+
+def cached_windows(record: RecordCache, *, window: int = DEFAULT_WINDOW,
+                   hop: int | None = None, sample_rate: float | None = None,
+                   feature_names: Sequence[str] = feature_extraction.FEATURE_NAMES,
+                   batch_windows: int = DEFAULT_BATCH_WINDOWS,
+                   feature_cache: str | os.PathLike | None = None, workers: int = 1,
+                   progress: bool = True) -> RecordWindows:
+    """Windows, features and targets of a converted record, read at random from its cache.
+
+    Window ``i`` starts at sample ``i * hop``, as the monitor's accumulator cuts a
+    contiguous stream; features come from :func:`model.feature_cache.record_features`;
+    failures and targets are found from the labels as :func:`record_windows` finds them.
+    The result equals :func:`record_windows` over the same samples and labels.
+
+    Args:
+        record: the record cache.
+        window: samples per window.
+        hop: samples between window starts (default ``window``).
+        sample_rate: the rate of a CSV (default LANL's 4 MHz); an ``.npz`` carries its own.
+        feature_names: the features to compute, in column order.
+        batch_windows: windows per feature-extraction call.
+        feature_cache: where feature caches live (default inside the record cache).
+        workers: processes computing missing features.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The record's :class:`RecordWindows`.
+
+    Raises:
+        LabquakeError: an unlabelled record, or one shorter than a window.
+
+    Example:
+        >>> windows = cached_windows(record_cache.open_record("train.csv"),
+        ...                          hop=15_000)  # doctest: +SKIP
+    """
+    from model import feature_cache as features_on_disk
+
+    hop = window if hop is None else hop
+    check_window(window, hop)
+    rate = record.sample_rate(sample_rate)
+    name = str(record.source)
+    total = features_on_disk.window_count(record.n_samples, window, hop)
+    if total == 0:
+        raise _too_short(name, record.n_samples, window)
+    failures = np.concatenate([
+        label_failures(record.read_labels(start, start + _LABEL_SCAN_SAMPLES),
+                       None if start == 0 else float(record.read_labels(start - 1, start)[0]))
+        + start for start in range(0, record.n_samples, _LABEL_SCAN_SAMPLES)])
+    features = features_on_disk.record_features(
+        record, window=window, hop=hop, feature_names=feature_names, directory=feature_cache,
+        workers=workers, batch_windows=batch_windows, progress=progress)
+    first = hop * np.arange(total, dtype=np.int64)
+    last = first + (window - 1)
+    # The accumulator times a window by the chunk that carried its last sample; records
+    # are fed to it in chunks of MAX_SAMPLES from sample 0.
+    chunk_first = last - last % MAX_SAMPLES
+    end_time = chunk_first / rate + (last - chunk_first) / rate
+    return _record_windows(name, rate, window, hop, record.n_samples, failures,
+                           tuple(feature_names), first, end_time, features,
+                           record.labels_at(last))
 
 
 def record_windows(blocks: Iterable[LabelledBlock], sample_rate: float, *, name: str,
@@ -289,6 +398,26 @@ def check_window(window: int, hop: int) -> None:
                             f">= {feature_extraction.MIN_WINDOW_LEN} (default {DEFAULT_WINDOW})")
 
 
+def label_failures(ttf: np.ndarray, previous: float | None = None) -> np.ndarray:
+    """Indices in ``ttf`` where a failure happens: the label rises by over FAILURE_JUMP_S.
+
+    Args:
+        ttf: consecutive labels.
+        previous: the label just before ``ttf[0]`` (``None`` at the record's start).
+
+    Returns:
+        int64 indices into ``ttf``, ascending.
+
+    Example:
+        >>> label_failures(np.array([0.2, 0.1, 9.0, 8.9]), previous=0.3).tolist()
+        [2]
+    """
+    if len(ttf) == 0:
+        return np.zeros(0, np.int64)
+    rises = np.diff(ttf, prepend=ttf[0] if previous is None else previous) > FAILURE_JUMP_S
+    return np.flatnonzero(rises).astype(np.int64)
+
+
 class _Builder:
     """Accumulates windows, their features and targets, block after block."""
 
@@ -308,13 +437,16 @@ class _Builder:
         self.pending: list[Window] = []
         self.feature_batches: list[np.ndarray] = []
         self.columns: dict[str, list] = {key: [] for key in (
-            "first_sample", "end_time_s", "ttf_s", "tsf_s", "cycle", "spans_failure")}
+            "first_sample", "end_time_s", "ttf_s")}
 
     def add(self, acoustic: np.ndarray, ttf: np.ndarray) -> None:
         if acoustic.shape != ttf.shape or acoustic.ndim != 1:
             raise LabquakeError(f"acoustic_data {acoustic.shape} and time_to_failure "
                                 f"{ttf.shape} must be 1-D of the same length")
-        self._find_failures(ttf)
+        self.failures.extend((label_failures(ttf, self.previous_label)
+                              + self.position).tolist())
+        if len(ttf):
+            self.previous_label = float(ttf[-1])
         for offset in range(0, len(acoustic), MAX_SAMPLES):
             first = self.position + offset
             piece = acoustic[offset:offset + MAX_SAMPLES]
@@ -325,27 +457,11 @@ class _Builder:
                 self._add_window(event, ttf[event.last_sample - self.position])
         self.position += len(acoustic)
 
-    def _find_failures(self, ttf: np.ndarray) -> None:
-        if len(ttf) == 0:
-            return
-        previous = ttf[0] if self.previous_label is None else self.previous_label
-        rises = np.diff(ttf, prepend=previous) > FAILURE_JUMP_S
-        self.failures.extend((np.flatnonzero(rises) + self.position).tolist())
-        self.previous_label = float(ttf[-1])
-
     def _add_window(self, window: Window, ttf_at_end: float) -> None:
-        last = window.last_sample
-        cycle = int(np.searchsorted(self.failures, window.first_sample, side="right"))
-        last_cycle = int(np.searchsorted(self.failures, last, side="right"))
-        tsf = ((last - self.failures[last_cycle - 1]) / self.sample_rate if last_cycle
-               else math.nan)
         columns = self.columns
         columns["first_sample"].append(window.first_sample)
         columns["end_time_s"].append(window.end_time)
         columns["ttf_s"].append(float(ttf_at_end))
-        columns["tsf_s"].append(tsf)
-        columns["cycle"].append(cycle)
-        columns["spans_failure"].append(last_cycle > cycle)
         self.pending.append(window)
         if len(self.pending) >= self.batch_windows:
             self._extract()
@@ -362,25 +478,37 @@ class _Builder:
     def finish(self, name: str) -> RecordWindows:
         self._extract()
         if not self.columns["first_sample"]:
-            raise LabquakeError(f"{name} holds {self.position:,} samples, fewer than one "
-                                f"window of {self.window:,}; give a longer record or a "
-                                "shorter --window")
+            raise _too_short(name, self.position, self.window)
         columns = self.columns
-        ttf = np.asarray(columns["ttf_s"], np.float64)
-        return RecordWindows(
-            name=name, sample_rate=self.sample_rate, window=self.window, hop=self.hop,
-            n_samples=self.position,
-            failure_samples=np.asarray(self.failures, np.int64),
-            feature_names=self.feature_names,
-            first_sample=np.asarray(columns["first_sample"], np.int64),
-            end_time_s=np.asarray(columns["end_time_s"], np.float64),
-            features=np.concatenate(self.feature_batches),
-            ttf_s=ttf,
-            tsf_s=np.asarray(columns["tsf_s"], np.float64),
-            failure_soon=ttf < FAILURE_HORIZON_S,
-            cycle=np.asarray(columns["cycle"], np.int64),
-            spans_failure=np.asarray(columns["spans_failure"], bool),
-        )
+        return _record_windows(
+            name, self.sample_rate, self.window, self.hop, self.position,
+            np.asarray(self.failures, np.int64), self.feature_names,
+            np.asarray(columns["first_sample"], np.int64),
+            np.asarray(columns["end_time_s"], np.float64),
+            np.concatenate(self.feature_batches), np.asarray(columns["ttf_s"], np.float64))
+
+
+def _record_windows(name: str, sample_rate: float, window: int, hop: int, n_samples: int,
+                    failures: np.ndarray, feature_names: tuple[str, ...],
+                    first_sample: np.ndarray, end_time_s: np.ndarray, features: np.ndarray,
+                    ttf_s: np.ndarray) -> RecordWindows:
+    """Assemble :class:`RecordWindows`, deriving cycles and time since failure."""
+    last = first_sample + (window - 1)
+    cycle = np.searchsorted(failures, first_sample, side="right").astype(np.int64)
+    last_cycle = np.searchsorted(failures, last, side="right")
+    since = last - failures[np.maximum(last_cycle - 1, 0)] if len(failures) else last
+    tsf = np.where(last_cycle > 0, since / sample_rate, math.nan)
+    return RecordWindows(
+        name=name, sample_rate=sample_rate, window=window, hop=hop, n_samples=n_samples,
+        failure_samples=failures, feature_names=feature_names, first_sample=first_sample,
+        end_time_s=end_time_s, features=features, ttf_s=ttf_s, tsf_s=tsf,
+        failure_soon=ttf_s < FAILURE_HORIZON_S, cycle=cycle,
+        spans_failure=last_cycle > cycle)
+
+
+def _too_short(name: str, n_samples: int, window: int) -> LabquakeError:
+    return LabquakeError(f"{name} holds {n_samples:,} samples, fewer than one window of "
+                         f"{window:,}; give a longer record or a shorter --window")
 
 
 def _prepend(first: LabelledBlock, rest: Iterator[LabelledBlock]) -> Iterator[LabelledBlock]:

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from model.train import add_cache_arguments, cached_windows_options, check_cache_arguments
+
 if TYPE_CHECKING:
     from model.bundle import Prediction
     from model.dataset import RecordWindows
@@ -446,6 +448,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="write a figure of true and predicted TTF, P(failure) and alerts")
     parser.add_argument("--json", action="store_true",
                         help="print the metrics as one JSON object")
+    add_cache_arguments(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -463,6 +466,7 @@ def run(args: argparse.Namespace) -> int:
     from model import dataset
     from stream.alert_policy import AlertPolicyConfig
 
+    check_cache_arguments(args)
     model = bundles.load(args.model)
     extra = model.metadata.get("extra", {})
     trained_rate = extra.get("sample_rate_hz")
@@ -474,7 +478,8 @@ def run(args: argparse.Namespace) -> int:
         native_rate = Path(args.data).suffix.lower() == ".npz"
         windows = dataset.file_windows(
             args.data, window=model.window, hop=model.hop, feature_names=model.feature_names,
-            sample_rate=args.sample_rate or (None if native_rate else trained_rate))
+            sample_rate=args.sample_rate or (None if native_rate else trained_rate),
+            **cached_windows_options(args))
     prediction = model.predict_features(windows.features)
     config = AlertPolicyConfig.from_dict(model.alert_policy)
     result = metrics([(windows, prediction)], config, extra.get("training_ttf_median_s"))

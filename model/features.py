@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -44,6 +45,9 @@ from stream.errors import LabquakeError
 FEATURES_VERSION = 1
 MIN_WINDOW_LEN = 4096
 CHUNK_SAMPLES = 1 << 18
+# Samples (over all rows) per segment of the rolling statistics' pass: its float64 sums
+# and intermediates, about 16 bytes a sample, then stay in a core's cache.
+ROLLING_SEGMENT_SAMPLES = 1 << 14
 
 NOISE_STD = 0.5
 # Part of the definition of every feature: changing it changes every trained model's inputs.
@@ -190,13 +194,126 @@ _NYQUIST_FRACTION = np.arange(mfcc.N_BINS) / (mfcc.N_BINS - 1)
 _Runs = tuple[int, int]  # (width, stride) of a set of rolling runs
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What the chosen features need of the rolling statistics, worked out once a call."""
+
+    runs: frozenset[_Runs]  # every set of runs a chosen feature reads
+    percents: dict[_Runs, tuple[int, ...]]  # the rolling-std percentiles asked, by runs
+
+    @property
+    def unit_stride_widths(self) -> tuple[int, ...]:
+        return tuple(sorted({width for width, stride in self.runs if stride == 1}))
+
+    @property
+    def prefix_steps(self) -> tuple[int, ...]:
+        """The steps at which strided runs read the running sums (see ``_prefix_step``)."""
+        return tuple(sorted({_prefix_step(*runs) for runs in self.runs if runs[1] > 1}))
+
+
+def _prefix_step(width: int, stride: int) -> int:
+    # Runs of `width` every `stride` samples start and end on multiples of this step.
+    return math.gcd(width, stride)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RollingPass:
+    """The results of one pass of running sums over a chunk's rows.
+
+    ``unit_variance[width]``: float32 sample variance of every run of ``width``
+    consecutive samples. ``prefix[step]``: complex128 running sums at every ``step``-th
+    sample, ``prefix[step][:, k]`` = sum of x (real part) and of x**2 (imaginary part)
+    over the first ``k * step`` samples.
+    """
+
+    unit_variance: dict[int, np.ndarray]
+    prefix: dict[int, np.ndarray]
+
+
+def _rolling_pass(signal: np.ndarray, widths: Sequence[int],
+                  steps: Sequence[int]) -> _RollingPass:
+    """float64 running sums of x and x**2 in one pass, segment by segment.
+
+    A run's sum is the difference of two running sums, and float64 keeps that
+    difference exact enough. Both sums ride in one complex array: a cumulative sum is a
+    chain of dependent additions, and the complex one runs the two chains side by side
+    (the same float64 additions, bit for bit) in the time of one. The pass goes segment
+    by segment so that a segment's sums and the runs' intermediates stay in the core's
+    cache; each segment's sums start from the exact total of the ones before, so they
+    are bit for bit the sums of one cumulative pass over the whole row.
+    """
+    batch, length = signal.shape
+    reach = max(widths, default=0)  # how far back a run's start lies from its end
+    segment = max(1, ROLLING_SEGMENT_SAMPLES // batch)
+    # sums[:, reach + j] is the running sum up to (excluding) sample start + j; the
+    # first `reach` entries keep the previous segment's last ones.
+    sums = np.empty((batch, reach + segment + 1), np.complex128)
+    parts = sums.view(np.float64)
+    sums[:, reach] = 0.0
+    unit_variance = {width: np.empty((batch, length - width + 1), np.float32)
+                     for width in widths}
+    # Only steps that no other step divides are gathered segment by segment; the others
+    # are every k-th of one of those, taken at the end.
+    gathered = [step for step in steps if not any(step % other == 0 for other in steps
+                                                  if other < step)]
+    prefix = {step: np.empty((batch, length // step + 1), np.complex128) for step in gathered}
+    for start in range(0, length, segment):
+        stop = min(start + segment, length)
+        count = stop - start
+        if start:
+            sums[:, :reach + 1] = sums[:, segment:segment + reach + 1]
+        values = slice(2 * (reach + 1), 2 * (reach + 1 + count))
+        parts[:, values][:, 0::2] = signal[:, start:stop]
+        np.square(parts[:, values][:, 0::2], out=parts[:, values][:, 1::2])
+        np.cumsum(sums[:, reach:reach + count + 1], axis=1,
+                  out=sums[:, reach:reach + count + 1])
+        for width in widths:
+            # The runs that end in this segment: ends e in (start, stop], e >= width.
+            first_end = max(start + 1, width)
+            if first_end > stop:
+                continue
+            ends = slice(reach + first_end - start, reach + count + 1)
+            starts = slice(ends.start - width, ends.stop - width)
+            unit_variance[width][:, first_end - width:stop - width + 1] = _run_variance(
+                sums[:, ends], sums[:, starts], width)
+        for step in gathered:
+            offset = -start % step
+            taken = sums[:, reach + offset:reach + count:step]
+            first = (start + offset) // step
+            prefix[step][:, first:first + taken.shape[1]] = taken
+    for step in gathered:
+        if length % step == 0:
+            prefix[step][:, length // step] = sums[:, reach + length - start]
+    for step in steps:
+        if step not in prefix:
+            divisor = max(known for known in prefix if step % known == 0)
+            prefix[step] = np.ascontiguousarray(prefix[divisor][:, ::step // divisor])
+    return _RollingPass(unit_variance, prefix)
+
+
+def _run_variance(last: np.ndarray, first: np.ndarray, width: int) -> np.ndarray:
+    """float32 sample variances of runs of ``width`` from their complex running sums at
+    their ends (``last``) and starts (``first``)."""
+    window_sums = last.real - first.real
+    window_squares = last.imag - first.imag
+    # width * sum(x**2) - sum(x)**2 = width * (width - 1) * variance, in float64 (the
+    # difference cancels), scaled once it is float32: fewer float64 passes. dtype=float32
+    # rounds the difference to float32 first, then scales in float32.
+    np.square(window_sums, out=window_sums)
+    window_squares *= width
+    window_squares -= window_sums
+    return np.multiply(window_squares, np.float32(1.0 / (width * (width - 1))),
+                       dtype=np.float32)
+
+
 class _Chunk:
     """The denoised rows of one chunk and the intermediates its features share."""
 
-    def __init__(self, signal: np.ndarray, percents_by_runs: dict[_Runs, tuple[int, ...]]):
+    def __init__(self, signal: np.ndarray, plan: _Plan):
         self.signal = signal
-        self._percents_by_runs = percents_by_runs
+        self._plan = plan
         self._rolling_variance: dict[_Runs, np.ndarray] = {}
+        self._above: dict[float, list[np.ndarray]] = {}  # see count_over
         self._rolling_percentiles: dict[_Runs, dict[int, np.ndarray]] = {}
 
     @functools.cached_property
@@ -237,20 +354,22 @@ class _Chunk:
     def magnitude(self) -> np.ndarray:
         return np.abs(self.signal)
 
-    @functools.cached_property
-    def cumulative(self) -> np.ndarray:
-        """float64 running sums of x and of x**2, each with a leading 0: (2, batch, n + 1).
+    def count_over(self, threshold: float) -> np.ndarray:
+        """Samples of each row with |x| > ``threshold``, int64 of shape (batch,).
 
-        Every rolling window's sum is then one subtraction, and float64 keeps that
-        difference exact enough. Built in place: no zeroed or temporary arrays.
+        Counted among each row's samples above the largest threshold asked before that is
+        below this one: AE is mostly small, so after the first count each reads few.
         """
-        batch, length = self.signal.shape
-        running = np.empty((2, batch, length + 1))
-        running[:, :, 0] = 0.0
-        running[0, :, 1:] = self.signal
-        np.square(running[0, :, 1:], out=running[1, :, 1:])
-        np.cumsum(running, axis=2, out=running)
-        return running
+        lower = max((known for known in self._above if known < threshold), default=None)
+        pools = self._above[lower] if lower is not None else list(self.magnitude)
+        above = [pool[pool > threshold] for pool in pools]
+        self._above[threshold] = above
+        return np.array([len(values) for values in above], np.int64)
+
+    @functools.cached_property
+    def rolling_pass(self) -> _RollingPass:
+        return _rolling_pass(self.signal, self._plan.unit_stride_widths,
+                             self._plan.prefix_steps)
 
     def rolling_variance(self, width: int, stride: int) -> np.ndarray:
         """Sample variance (ddof=1) of the runs of ``width`` samples starting every
@@ -260,19 +379,16 @@ class _Chunk:
         """
         runs = (width, stride)
         if runs not in self._rolling_variance:
-            length = self.signal.shape[1]
-            sums, squares = self.cumulative
-            first = slice(0, length - width + 1, stride)
-            last = slice(width, length + 1, stride)
-            window_sums = sums[:, last] - sums[:, first]
-            window_squares = squares[:, last] - squares[:, first]
-            # width * sum(x**2) - sum(x)**2 = width * (width - 1) * variance, in float64
-            # (the difference cancels), scaled once it is float32: fewer float64 passes.
-            np.square(window_sums, out=window_sums)
-            window_squares *= width
-            window_squares -= window_sums
-            variance = window_squares.astype(np.float32)
-            variance *= np.float32(1.0 / (width * (width - 1)))
+            if stride == 1:
+                variance = self.rolling_pass.unit_variance[width]
+            else:
+                step = _prefix_step(width, stride)
+                sums = self.rolling_pass.prefix[step]
+                count = (self.signal.shape[1] - width) // stride + 1
+                span = (count - 1) * (stride // step) + 1
+                first = sums[:, 0:span:stride // step]
+                last = sums[:, width // step:width // step + span:stride // step]
+                variance = _run_variance(last, first, width)
             self._rolling_variance[runs] = variance
         return self._rolling_variance[runs]
 
@@ -281,7 +397,7 @@ class _Chunk:
         percents asked for the same runs are computed together, sharing partitions."""
         runs = (width, stride)
         if runs not in self._rolling_percentiles:
-            percents = self._percents_by_runs[runs]
+            percents = self._plan.percents[runs]
             values = _std_percentiles(self.rolling_variance(width, stride), percents)
             self._rolling_percentiles[runs] = {
                 asked: values[:, column] for column, asked in enumerate(percents)}
@@ -322,6 +438,7 @@ class _Feature:
     definition: str
     compute: Callable[[_Chunk], np.ndarray]
     rolling: tuple[_Runs, int] | None = None  # (runs, percent) of a rolling-std percentile
+    runs: tuple[_Runs, ...] = ()  # the rolling runs it reads
 
 
 def _log(values: np.ndarray, floor: float) -> np.ndarray:
@@ -349,12 +466,12 @@ def _rolling_feature(width: int, percent: int, winners: bool) -> _Feature:
     if winners:
         return _Feature(f"rolling_std_{width}_p{percent}", definition,
                         lambda chunk: chunk.rolling_std_percentile(width, stride, percent),
-                        rolling=((width, stride), percent))
+                        rolling=((width, stride), percent), runs=((width, stride),))
     return _Feature(
         f"log_rolling_std_{width}_p{percent:02d}", f"log of the {definition}",
         lambda chunk: _log(chunk.rolling_std_percentile(width, stride, percent),
                            AMPLITUDE_FLOOR),
-        rolling=((width, stride), percent))
+        rolling=((width, stride), percent), runs=((width, stride),))
 
 
 def _mfcc_feature(coefficient: int) -> _Feature:
@@ -369,7 +486,7 @@ def _threshold_feature(threshold: int) -> _Feature:
     return _Feature(
         f"log1p_count_over_{threshold}",
         f"log(1 + number of samples with |x| > {threshold} counts)",
-        lambda chunk: np.log1p(np.count_nonzero(chunk.magnitude > threshold, axis=1)))
+        lambda chunk: np.log1p(chunk.count_over(threshold)))
 
 
 def _sta_lta_mean_feature(short: int, long: int) -> _Feature:
@@ -377,7 +494,8 @@ def _sta_lta_mean_feature(short: int, long: int) -> _Feature:
         f"sta_lta_{short}_{long}_mean",
         f"mean over every {short}th end sample of (variance of x over the last {short} "
         f"samples) / (variance over the last {long})",
-        lambda chunk: chunk.sta_lta(short, long).mean(axis=1, dtype=np.float64))
+        lambda chunk: chunk.sta_lta(short, long).mean(axis=1, dtype=np.float64),
+        runs=((short, short), (long, short)))
 
 
 def _sta_lta_max_feature(short: int, long: int) -> _Feature:
@@ -385,7 +503,8 @@ def _sta_lta_max_feature(short: int, long: int) -> _Feature:
         f"log_sta_lta_{short}_{long}_max",
         f"log of the largest, over every {short}th end sample, of (variance of x over the "
         f"last {short} samples) / (variance over the last {long})",
-        lambda chunk: _log(chunk.sta_lta(short, long).max(axis=1), VARIANCE_FLOOR))
+        lambda chunk: _log(chunk.sta_lta(short, long).max(axis=1), VARIANCE_FLOOR),
+        runs=((short, short), (long, short)))
 
 
 def _band_feature(band: int) -> _Feature:
@@ -483,7 +602,9 @@ def extract(windows: np.ndarray, start_samples: np.ndarray | None = None,
         if feature.rolling is not None:
             runs, percent = feature.rolling
             percents_by_runs.setdefault(runs, set()).add(percent)
-    plan = {runs: tuple(sorted(percents)) for runs, percents in percents_by_runs.items()}
+    plan = _Plan(
+        runs=frozenset(runs for feature in features for runs in feature.runs),
+        percents={runs: tuple(sorted(percents)) for runs, percents in percents_by_runs.items()})
 
     batch, length = windows.shape
     result = np.empty((batch, len(features)), np.float32)

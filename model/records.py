@@ -12,8 +12,9 @@ Formats (DESIGN.md, "Files"):
   so float64 labels cost little and a CSV -> .npz -> CSV round trip is exact.
 
 Memory: reading is in blocks of ``block_samples`` whatever the file size. CSV is parsed a
-few megabytes at a time; an .npz is read member by member straight from the zip stream
-(stored or deflated alike), so a huge .npz is never loaded whole. ``np.load`` with
+few megabytes at a time, by Arrow's CSV reader on all cores (a chunk it refuses goes to
+NumPy, which names the bad line); an .npz is read member by member straight from the zip
+stream (stored or deflated alike), so a huge .npz is never loaded whole. ``np.load`` with
 ``mmap_mode`` cannot map arrays inside a zip, so it is not used. Writing streams the
 blocks; an .npz first spills them to unnamed temporary files beside the output (its
 header needs the final length). Either format is built under a temporary name and renamed
@@ -58,8 +59,10 @@ TTF_MEMBER = "time_to_failure.npy"
 SAMPLE_RATE_MEMBER = "sample_rate.npy"
 READABLE_SUFFIXES = (".csv", ".zip", ".npz")
 WRITABLE_SUFFIXES = (".csv", ".npz")
-# Bytes of CSV text parsed at a time: large enough for the C parser to dominate.
+# Bytes of CSV text parsed at a time, and Arrow's block within it (blocks are parsed in
+# parallel): measured on LANL-format text, larger chunks gain nothing.
 _CSV_CHUNK_BYTES = 8 << 20
+_ARROW_BLOCK_BYTES = 1 << 20
 # A header longer than this is not a LANL header (and reading it must stay bounded).
 _MAX_HEADER_BYTES = 4096
 # Bytes copied at a time when assembling a .npz from its spill files.
@@ -92,17 +95,22 @@ class Block:
 
 
 def read_blocks(path: str | os.PathLike, block_samples: int = DEFAULT_BLOCK_SAMPLES,
-                sample_rate: float | None = None) -> Iterator[Block]:
+                sample_rate: float | None = None, *, cache_root: str | os.PathLike | None = None,
+                use_cache: bool = True) -> Iterator[Block]:
     """Read a record in blocks of ``block_samples`` (the last may be shorter).
 
     The path and format are checked at once; a problem inside the file is raised when
-    the iteration reaches it.
+    the iteration reaches it. A file converted to the record cache
+    (:mod:`model.record_cache`) and unchanged since is read from the cache: the same
+    samples, labels rounded to float32.
 
     Args:
         path: a ``.csv``, a ``.zip`` holding one ``.csv``, or an ``.npz``.
         block_samples: samples per block.
         sample_rate: the rate of a CSV (default LANL's 4 MHz); for an .npz, the file's own
             rate is used and a different value here is an error.
+        cache_root: where to look for the file's cache (default the cache's default root).
+        use_cache: ``False`` parses the file even when a cache exists.
 
     Returns:
         An iterator of :class:`Block`.
@@ -128,6 +136,12 @@ def read_blocks(path: str | os.PathLike, block_samples: int = DEFAULT_BLOCK_SAMP
         raise LabquakeError(f"block size {block_samples!r} is not a positive whole number")
     if sample_rate is not None and not (math.isfinite(sample_rate) and sample_rate > 0):
         raise LabquakeError(f"sample rate {sample_rate} is not a positive number of Hz")
+    if use_cache:
+        from model import record_cache
+
+        cached = record_cache.find(path, cache_root)
+        if cached is not None:
+            return cached.blocks(int(block_samples), sample_rate)
     if suffix == ".npz":
         return _rebatch(_npz_pieces(path, sample_rate), int(block_samples))
     rate = LANL_SAMPLE_RATE if sample_rate is None else float(sample_rate)
@@ -237,7 +251,11 @@ def _csv_pieces(stream: IO[bytes], name: str, sample_rate: float) -> Iterator[_P
 
 def _parse_csv(body: bytes, columns: int, name: str,
                first_line: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """Parse whole lines with NumPy's C reader; on any problem, find the line in Python."""
+    """Parse whole lines with Arrow's multi-threaded reader; what it refuses goes to NumPy's
+    reader, which accepts what the format allows and otherwise names the first bad line."""
+    parsed = _parse_csv_arrow(body, columns)
+    if parsed is not None:
+        return parsed
     body = body.replace(b"\r", b"")
     try:
         values = np.loadtxt(io.BytesIO(body), delimiter=",", dtype=np.float64, ndmin=2,
@@ -252,6 +270,42 @@ def _parse_csv(body: bytes, columns: int, name: str,
             return acoustic.astype(np.int16), values[:, 1].copy() if columns == 2 else None
     _raise_first_bad_line(body, columns, name, first_line)
     raise AssertionError("unreachable: _raise_first_bad_line always raises")
+
+
+@functools.cache
+def _arrow_csv_options(columns: int) -> tuple[object, object]:
+    """Arrow read and convert options for ``columns`` LANL columns (built once)."""
+    import pyarrow as pa
+    import pyarrow.csv as arrow_csv
+
+    names = (UNLABELLED_HEADER, "time_to_failure")[:columns]
+    types = {UNLABELLED_HEADER: pa.int16(), "time_to_failure": pa.float64()}
+    read = arrow_csv.ReadOptions(column_names=list(names), use_threads=True,
+                                 block_size=_ARROW_BLOCK_BYTES)
+    # No null markers: an empty or 'NA' field is an error, as for NumPy.
+    convert = arrow_csv.ConvertOptions(column_types={name: types[name] for name in names},
+                                       null_values=[], strings_can_be_null=False,
+                                       quoted_strings_can_be_null=False)
+    return read, convert
+
+
+def _parse_csv_arrow(body: bytes, columns: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Whole lines parsed by Arrow (int16 samples, float64 labels); ``None`` if it refuses
+    them or a label is not finite (Arrow reads 'inf' and 'nan')."""
+    import pyarrow as pa
+    import pyarrow.csv as arrow_csv
+
+    read, convert = _arrow_csv_options(columns)
+    try:
+        table = arrow_csv.read_csv(pa.py_buffer(body), read_options=read,
+                                   convert_options=convert)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    acoustic = table.column(0).to_numpy()
+    if columns == 1:
+        return acoustic, None
+    ttf = table.column(1).to_numpy()
+    return (acoustic, ttf) if np.isfinite(ttf).all() else None
 
 
 def _raise_first_bad_line(body: bytes, columns: int, name: str, first_line: int) -> None:
@@ -378,10 +432,36 @@ def _npz_sample_rate(archive: zipfile.ZipFile, path: Path, names: set[str],
             raise LabquakeError(f"{path}: sample_rate is not a number ({error})") from None
     if not (math.isfinite(stored) and stored > 0):
         raise LabquakeError(f"{path}: sample_rate {stored} is not a positive number of Hz")
+    return resolve_sample_rate(path, stored, given)
+
+
+def records_own_rate(path: str | os.PathLike) -> bool:
+    """Whether a file of this format records its sample rate (an .npz does, a CSV not).
+
+    Example:
+        >>> records_own_rate("r.npz"), records_own_rate("train.csv")
+        (True, False)
+    """
+    return Path(path).suffix.lower() == ".npz"
+
+
+def resolve_sample_rate(path: str | os.PathLike, stored: float | None,
+                        given: float | None) -> float:
+    """A record's rate: the one its file stores, else the one given, else LANL's 4 MHz.
+
+    Raises:
+        LabquakeError: ``given`` contradicts ``stored``.
+
+    Example:
+        >>> resolve_sample_rate("train.csv", None, None)
+        4000000.0
+    """
+    if stored is None:
+        return LANL_SAMPLE_RATE if given is None else float(given)
     if given is not None and not math.isclose(given, stored):
         raise LabquakeError(f"{path} records {stored:g} Hz, but {given:g} Hz was given; "
                             "leave the sample rate out for an .npz")
-    return stored
+    return float(stored)
 
 
 # --- writing -------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""The ``labquake simulate`` verb: write a synthetic lab-earthquake record to a file.
+"""The ``labquake simulate`` verb: write a synthetic lab-earthquake record to a file, or a
+folder of test-style segments with their true answers (:mod:`model.segments`).
 
 Example:
     labquake simulate --out data/sim.npz --seconds 60 --seed 7
+    labquake simulate --segments 2624 --out test/ --seed 1
 """
 
 from __future__ import annotations
@@ -32,11 +34,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         VERB, help="write a synthetic lab-earthquake record (LANL CSV or .npz)",
         description="Simulate the acoustic emission of a laboratory fault in stick-slip and "
                     "write it with its time to failure: LANL CSV (.csv) or compact NumPy "
-                    ".npz, chosen by the suffix of --out. See docs/simulator.md.")
+                    ".npz, chosen by the suffix of --out. With --segments N, write instead N "
+                    "test segments (seg_<hex>.csv, header acoustic_data, as LANL's test/) cut "
+                    "at random positions of one record, and truth.csv "
+                    "(seg_id,time_to_failure). See docs/simulator.md and docs/lanl.md.")
     parser.add_argument("--out", required=True, metavar="PATH",
-                        help="output file, .csv or .npz (written atomically)")
-    parser.add_argument("--seconds", required=True, type=float, metavar="S",
-                        help="length of the record in seconds")
+                        help="output file, .csv or .npz (written atomically); with "
+                             "--segments, a folder")
+    parser.add_argument("--seconds", type=float, metavar="S",
+                        help="length of the record in seconds (required without --segments; "
+                             "with it, default: twice the segments' total length, at least 150 s)")
+    parser.add_argument("--segments", type=int, metavar="N",
+                        help="write N test-style segments and truth.csv into the folder --out")
+    parser.add_argument("--segment-samples", type=int, default=150_000, metavar="N",
+                        help="samples per segment (default 150,000, as LANL)")
     parser.add_argument("--sample-rate", type=float, default=4e6, metavar="HZ",
                         help="samples per second (default 4e6, as LANL)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
@@ -67,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     from stream.errors import LabquakeError
 
     out = Path(args.out)
+    if args.segments is not None:
+        return _write_segments(args)
+    if args.seconds is None:
+        raise LabquakeError("--seconds is required to write a record; give e.g. --seconds 60")
     if out.suffix.lower() not in WRITABLE_SUFFIXES:
         raise LabquakeError(f"--out {out}: unknown suffix {out.suffix!r}; "
                             f"name the file {' or '.join(WRITABLE_SUFFIXES)}")
@@ -86,4 +101,17 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {written:,} samples ({written / fault.sample_rate:g} s at "
           f"{fault.sample_rate:g} Hz, {failures} failure{'s' * (failures != 1)}, seed "
           f"{fault.seed}) to {out}")
+    return 0
+
+
+def _write_segments(args: argparse.Namespace) -> int:
+    from model.segments import TRUTH_FILENAME, write_segments
+
+    written = write_segments(args.out, args.segments, seconds=args.seconds,
+                             sample_rate=args.sample_rate, seed=args.seed,
+                             segment_samples=args.segment_samples,
+                             cycle_seconds=tuple(args.cycle_seconds), progress=not args.quiet)
+    print(f"wrote {written.count:,} segments of {written.segment_samples:,} samples (cut from "
+          f"{written.record_samples / written.sample_rate:g} s at {written.sample_rate:g} Hz, "
+          f"seed {written.seed}) and {TRUTH_FILENAME} to {written.folder}")
     return 0

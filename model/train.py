@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# Light (NumPy only): '--help' stays fast.
+from model.ks_filter import DEFAULT_ALPHA
 from stream.errors import LabquakeError
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
     from model.bundle import Prediction
     from model.dataset import RecordWindows
+    from model.ks_filter import Selection
     from stream.alert_policy import AlertPolicyConfig
 
 VERB = "train"
@@ -116,6 +119,23 @@ def split_by_cycles(records: Sequence[RecordWindows], validation_fraction: float
     """
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}")
+    candidates = failure_cycles(records)
+    count = min(len(candidates) - 1, max(1, round(validation_fraction * len(candidates))))
+    chosen = np.random.default_rng(seed).choice(len(candidates), size=count, replace=False)
+    return split_on_cycles(records, sorted(candidates[int(pick)] for pick in chosen))
+
+
+def failure_cycles(records: Sequence[RecordWindows]) -> list[tuple[int, int]]:
+    """``(record index, cycle)`` of every cycle that ends in a failure: those that can
+    be held out (each then has a failure for the alert metrics).
+
+    Raises:
+        LabquakeError: fewer than ``MIN_SPLIT_CYCLES`` such cycles.
+
+    Example:
+        >>> failure_cycles([windows])[:2]  # doctest: +SKIP
+        [(0, 0), (0, 1)]
+    """
     candidates = [(index, cycle) for index, record in enumerate(records)
                   for cycle in range(len(record.failure_samples))]
     if len(candidates) < MIN_SPLIT_CYCLES:
@@ -123,9 +143,31 @@ def split_by_cycles(records: Sequence[RecordWindows], validation_fraction: float
             f"the training data holds {len(candidates)} failure(s); a validation split by "
             f"earthquake cycles needs at least {MIN_SPLIT_CYCLES}: give a longer record "
             "(e.g. --simulate 120) or more --data files")
-    count = min(len(candidates) - 1, max(1, round(validation_fraction * len(candidates))))
-    chosen = np.random.default_rng(seed).choice(len(candidates), size=count, replace=False)
-    validation_cycles = sorted(candidates[int(pick)] for pick in chosen)
+    return candidates
+
+
+def split_on_cycles(records: Sequence[RecordWindows],
+                    validation_cycles: Sequence[tuple[int, int]]) -> Split:
+    """Split windows into training and validation given the validation cycles.
+
+    A window whose cycles are all validation cycles is a validation window; one whose
+    cycles are all training cycles is a training window; a window touching both is
+    dropped.
+
+    Args:
+        records: the windows of each record.
+        validation_cycles: ``(record index, cycle)`` pairs held out.
+
+    Returns:
+        The :class:`Split`.
+
+    Raises:
+        LabquakeError: one side of the split holds no window.
+
+    Example:
+        >>> split = split_on_cycles([windows], [(0, 2)])  # doctest: +SKIP
+    """
+    validation_cycles = sorted(validation_cycles)
     train, validation = [], []
     for index, record in enumerate(records):
         is_validation = np.zeros(record.n_cycles, bool)
@@ -386,8 +428,75 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="choose the raise threshold and run length that best announce "
                              "the validation cycles' failures (F1 of alert recall and "
                              "precision); excludes --raise-threshold and --consecutive")
+    parser.add_argument("--test-segments", metavar="DIR",
+                        help="a folder of test segments (seg_*.csv, LANL's test/): keep only "
+                             "the features whose two-sample KS test between training windows "
+                             "and these segments does not reject at --ks-alpha")
+    parser.add_argument("--ks-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
+                        help="significance level of the KS feature filter; a feature with a "
+                             f"lower p-value is dropped (default {DEFAULT_ALPHA})")
+    parser.add_argument("--folds", type=int, metavar="K",
+                        help="first cross-validate: K folds of whole earthquake cycles, each "
+                             "held out in turn; prints and stores each fold's MAE")
+    add_cache_arguments(parser)
     parser.set_defaults(handler=run)
     return parser
+
+
+def add_cache_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of the record cache, the feature cache and the worker processes (also used by
+    ``labquake evaluate``).
+
+    Example:
+        >>> add_cache_arguments(argparse.ArgumentParser())
+    """
+    parser.add_argument("--cache", metavar="DIR",
+                        help="record cache root: CSV/.zip/.npz records are converted there "
+                             "once (raw int16 samples, float32 labels) and read from there "
+                             "after (default $LABQUAKE_CACHE_DIR/records, i.e. "
+                             "~/.cache/labquake/records, for files of 256 MiB or more)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="parse the record files every time; no record or feature cache")
+    parser.add_argument("--feature-cache", metavar="DIR",
+                        help="where window features are saved as they are computed, so a run "
+                             "that stops resumes (default: inside the record cache)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="processes extracting features of cached records and test "
+                             "segments (default: the number of cores)")
+
+
+def check_cache_arguments(args: argparse.Namespace) -> None:
+    """Refuse cache flags that contradict each other or the data source.
+
+    Example:
+        >>> check_cache_arguments(argparse.Namespace(no_cache=False, cache=None,
+        ...                                          feature_cache=None, workers=None))
+    """
+    from model.parallel import check_workers
+
+    check_workers(args.workers)
+    given = [flag for flag, value in (("--cache", args.cache),
+                                      ("--feature-cache", args.feature_cache)) if value]
+    if args.no_cache and given:
+        raise LabquakeError(f"--no-cache contradicts {' and '.join(given)}; drop one or the "
+                            "other")
+    if getattr(args, "simulate", None) is not None and given:
+        raise LabquakeError(f"{' and '.join(given)} apply to --data files; a --simulate "
+                            "record is streamed from the simulator")
+
+
+def cached_windows_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of :func:`model.dataset.file_windows` from the cache flags.
+
+    Example:
+        >>> cached_windows_options(args)["use_cache"]  # doctest: +SKIP
+        True
+    """
+    from model.parallel import check_workers
+
+    return {"use_cache": not args.no_cache, "cache_root": args.cache,
+            "convert_any_size": bool(args.cache or args.feature_cache),
+            "feature_cache": args.feature_cache, "workers": check_workers(args.workers)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -407,13 +516,18 @@ def run(args: argparse.Namespace) -> int:
     if len(rates) > 1:
         raise LabquakeError(f"the records have different sample rates {sorted(rates)}; "
                             "train on records of one rate")
+    selection = None
+    if args.test_segments:
+        selection = _ks_filter(records, args)
+        records = [record.with_features(selection.kept) for record in records]
+    folds = _cross_validate(records, args) if args.folds is not None else None
     split = split_by_cycles(records, args.validation_fraction, args.seed)
     model, mean, std, history = fit(split, epochs=args.epochs, batch_size=args.batch_size,
                                     patience=args.patience, seed=args.seed)
     from model import bundle, evaluate
 
     training_median = float(np.median(np.concatenate([part.ttf_s for part in split.train])))
-    validation = [(part, _prediction(model, network_inputs(part.features, mean, std)))
+    validation = [(part, network_prediction(model, network_inputs(part.features, mean, std)))
                   for part in split.validation]
     if args.tune_policy:
         config = tune_policy(validation, args.clear_threshold)
@@ -424,7 +538,8 @@ def run(args: argparse.Namespace) -> int:
         args.out, model, feature_names=records[0].feature_names, window=records[0].window,
         hop=records[0].hop, scaler_mean=mean, scaler_std=std,
         training_fingerprint=fingerprint(description),
-        metrics={"validation": result}, alert_policy=config.to_dict(),
+        metrics={"validation": result} | ({"cross_validation": folds} if folds else {}),
+        alert_policy=config.to_dict(),
         extra={
             "training_ttf_median_s": training_median,
             "sample_rate_hz": records[0].sample_rate,
@@ -439,7 +554,7 @@ def run(args: argparse.Namespace) -> int:
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "val_loss": history["val_loss"],
             "training_seconds": round(elapsed, 1),
-        })
+        } | ({"ks_filter": selection.to_dict()} if selection else {}))
     tuned = (f"; policy tuned: raise {config.raise_threshold:g}, clear "
              f"{config.clear_threshold:g}, {config.consecutive} in a row"
              if args.tune_policy else "")
@@ -490,6 +605,17 @@ def _check_arguments(args: argparse.Namespace) -> None:
     for path in args.data or ():
         if not Path(path).is_file():
             raise LabquakeError(f"--data {path}: no such file; check the path")
+    check_cache_arguments(args)
+    if args.test_segments:
+        from model.ks_filter import check_alpha
+        from model.segments import segment_files
+
+        check_alpha(args.ks_alpha)
+        segment_files(args.test_segments)
+    if args.folds is not None:
+        from model.cross_validation import check_folds
+
+        check_folds(args.folds)
     from model.bundle import METADATA_FILENAME
 
     out = Path(args.out)
@@ -511,11 +637,60 @@ def _read_training_data(args: argparse.Namespace) -> tuple[list[RecordWindows], 
         return [record], {"simulator": {"seconds": args.simulate, "seed": args.sim_seed,
                                         "sample_rate_hz": rate}}
     records = [dataset.file_windows(path, window=args.window, hop=args.hop,
-                                    sample_rate=args.sample_rate) for path in args.data]
+                                    sample_rate=args.sample_rate,
+                                    **cached_windows_options(args)) for path in args.data]
     return records, {"files": files_description(args.data)}
 
 
-def _prediction(model: keras.Model, inputs: np.ndarray) -> Prediction:
+def _ks_filter(records: Sequence[RecordWindows], args: argparse.Namespace) -> Selection:
+    """Select features by the KS test against the test segments; print what was dropped."""
+    from model import ks_filter, segments
+    from model.parallel import check_workers
+
+    names = records[0].feature_names
+    files = segments.segment_files(args.test_segments)
+    test_features = segments.segment_features(files, window=records[0].window,
+                                              feature_names=names,
+                                              workers=check_workers(args.workers))
+    train_features = np.concatenate([
+        record.features[ks_filter.independent_rows(len(record), record.window, record.hop)]
+        for record in records])
+    selection = ks_filter.select(train_features, test_features, names, args.ks_alpha)
+    dropped = ", ".join(selection.dropped) or "none"
+    print(f"KS filter (alpha {selection.alpha:g}, {selection.n_train:,} training windows, "
+          f"{selection.n_test:,} test segments): kept {len(selection.kept)} of {len(names)} "
+          f"features; dropped: {dropped}", flush=True)
+    return selection
+
+
+def _cross_validate(records: Sequence[RecordWindows], args: argparse.Namespace
+                    ) -> dict[str, Any]:
+    """Cross-validate by cycles, printing each fold's MAE as it finishes."""
+    from model import cross_validation
+    from model.evaluate import format_value
+
+    results = []
+    for result in cross_validation.cross_validate(
+            records, args.folds, seed=args.seed, epochs=args.epochs,
+            batch_size=args.batch_size, patience=args.patience):
+        results.append(result)
+        print(f"fold {result.fold}/{args.folds}: {_count(len(result.validation_cycles), 'cycle')}"
+              f" held out ({result.n_validation:,} windows, {result.n_train:,} training): MAE "
+              f"{format_value(result.mae)} s (baseline {format_value(result.baseline_mae)} s), "
+              f"best epoch {result.best_epoch}/{result.epochs_run}", flush=True)
+    summary = cross_validation.summary(results)
+    print(f"cross-validation over {args.folds} folds: MAE {format_value(summary['mae_mean'])} "
+          f"± {format_value(summary['mae_std'])} s (baseline "
+          f"{format_value(summary['baseline_mae_mean'])} s)", flush=True)
+    return summary
+
+
+def network_prediction(model: keras.Model, inputs: np.ndarray) -> Prediction:
+    """The network's three outputs for already standardised inputs (n, 1, n_features).
+
+    Example:
+        >>> network_prediction(model, network_inputs(features, mean, std)).ttf_s  # doctest: +SKIP
+    """
     from model.bundle import Prediction
 
     if len(inputs) == 0:

@@ -63,14 +63,15 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
 from stream.config import Settings, add_options, resolve
 from stream.errors import LabquakeError, ServiceUnavailable
+from stream.security import kafka_client_options
 from stream.wire import Chunk, WireError, encode, message_key
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,8 @@ class ChunkSink(Protocol):
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITIONS,
-                 replication_factor: int = DEFAULT_REPLICATION_FACTOR) -> bool:
+                 replication_factor: int = DEFAULT_REPLICATION_FACTOR,
+                 client_options: Mapping[str, Any] | None = None) -> bool:
     """Create the topic if it is missing.
 
     An existing topic is left as it is (a different partition count is logged: adding
@@ -365,6 +367,8 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
         topic: topic name.
         partitions: partitions of a new topic, ≥ 1.
         replication_factor: replicas of a new topic, ≥ 1.
+        client_options: kafka-python security options
+            (``stream.security.kafka_client_options``).
 
     Returns:
         ``True`` when this call created the topic.
@@ -382,7 +386,8 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
     with _quiet_kafka_logs():
         try:
             admin = KafkaAdminClient(bootstrap_servers=bootstrap,
-                                     bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS)
+                                     bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
+                                     **(client_options or {}))
         except KafkaTimeoutError:
             raise _no_broker(bootstrap) from None
     try:
@@ -436,12 +441,15 @@ class KafkaChunkSink:
         bootstrap: Kafka bootstrap servers.
         topic: the topic.
         compression: ``None`` (default) or a codec of ``COMPRESSION_PACKAGES``.
+        client_options: kafka-python security options
+            (``stream.security.kafka_client_options``).
 
     Raises:
         LabquakeError: a codec that cannot be used; ServiceUnavailable: no broker answers.
     """
 
-    def __init__(self, bootstrap: str, topic: str, compression: str | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str, compression: str | None = None,
+                 client_options: Mapping[str, Any] | None = None) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaTimeoutError
 
@@ -462,6 +470,7 @@ class KafkaChunkSink:
                 # The topic is created on purpose (ensure_topic); a typo must not make one.
                 allow_auto_create_topics=False,
                 bootstrap_timeout_ms=KAFKA_BOOTSTRAP_TIMEOUT_MS,
+                **(client_options or {}),
             )
         except KafkaTimeoutError:
             raise _no_broker(bootstrap) from None
@@ -586,8 +595,11 @@ class InstrumentProducer:
             settings = dataclasses.replace(settings, bootstrap=bootstrap or settings.bootstrap,
                                            topic=topic or settings.topic)
             check_compression(compression)
-            ensure_topic(settings.bootstrap, settings.topic, partitions, replication_factor)
-            sink = KafkaChunkSink(settings.bootstrap, settings.topic, compression)
+            security = kafka_client_options(settings)
+            ensure_topic(settings.bootstrap, settings.topic, partitions, replication_factor,
+                         client_options=security)
+            sink = KafkaChunkSink(settings.bootstrap, settings.topic, compression,
+                                  client_options=security)
         self._sink = sink
         self._acknowledged = self._chunker.origin
         self._closed = False

@@ -19,6 +19,7 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from stream import wire
 from stream.config import Settings
 from stream.errors import ServiceUnavailable
+from stream.security import describe_kafka, kafka_client_options
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,11 @@ MAX_POLL_RECORDS = 500
 # short so a restarted (or another) member takes over within seconds, not a minute.
 SESSION_TIMEOUT_MS = 10_000
 HEARTBEAT_INTERVAL_MS = 3_000
+# Commits and lag queries give up after this long (the broker is away): the monitor goes
+# on reading what it has and tries again at its next commit, rather than stalling.
+KAFKA_CALL_TIMEOUT_MS = 5_000
+# The largest message read, and so the largest a dead letter may need to carry back.
+MAX_MESSAGE_BYTES = 8 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Message:
     partition: Any  # kafka TopicPartition
     offset: int
     chunk: wire.Chunk | None
+    record: Any = None  # the kafka ConsumerRecord, for a dead letter the core asks for
 
 
 @dataclasses.dataclass
@@ -56,7 +63,8 @@ class KafkaSource:
             they go; it finishes what the monitor has of them and returns the offsets to
             commit for them, which are committed before the partitions move.
         on_assign: called with the partitions of the new assignment.
-        client_options: extra kafka-python options (security settings).
+        client_options: extra kafka-python options, over those of the configured
+            security (``stream.security.kafka_client_options``).
     """
 
     def __init__(self, settings: Settings, group: str,
@@ -66,25 +74,28 @@ class KafkaSource:
         from kafka import KafkaConsumer, KafkaProducer
         from kafka.errors import KafkaError
 
-        options = dict(client_options or {})
+        options = {**kafka_client_options(settings), **(client_options or {})}
         self.topic = settings.topic
         self.dead_letter_topic = settings.dead_letter_topic
         self.counters = SourceCounters()
+        # Dead letters the broker did not take (filled on kafka-python's I/O thread).
+        self._undelivered: list[tuple[Any, str]] = []
         try:
             self._consumer = KafkaConsumer(
                 bootstrap_servers=settings.bootstrap.split(","), group_id=group,
                 enable_auto_commit=False, auto_offset_reset="earliest",
-                max_poll_records=MAX_POLL_RECORDS, max_partition_fetch_bytes=8 << 20,
+                max_poll_records=MAX_POLL_RECORDS, max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
                 session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
                 **options,
             )
             self._dead_letters = KafkaProducer(
                 bootstrap_servers=settings.bootstrap.split(","), acks="all", retries=10,
-                max_in_flight_requests_per_connection=1, **options,
+                max_in_flight_requests_per_connection=1, max_request_size=MAX_MESSAGE_BYTES,
+                **options,
             )
         except KafkaError as error:
             raise ServiceUnavailable(
-                f"cannot reach Kafka at {settings.bootstrap} ({error}); start it "
+                f"cannot reach Kafka at {describe_kafka(settings)} ({error}); start it "
                 "(`labquake services up`) or point --bootstrap at a running broker"
             ) from error
         self._consumer.subscribe([self.topic], listener=_Rebalance(self, on_revoke, on_assign))
@@ -99,14 +110,30 @@ class KafkaSource:
                 chunk, reason = _decode(record.key, record.value)
                 if chunk is None:
                     self._dead_letter(record, reason)
-                messages.append(Message(partition, record.offset, chunk))
+                messages.append(Message(partition, record.offset, chunk, record))
         return messages
 
+    def caught_up(self, messages: list[Message]) -> bool:
+        """Whether the last poll's ``messages`` reached the end of what the broker held at
+        the last fetch (an empty poll: nothing was waiting): more is not on its way yet,
+        so a batch gains nothing by waiting. Uses the fetch's high-water marks; no request."""
+        last_offsets = {message.partition: message.offset for message in messages}
+        assigned = self._consumer.assignment()
+        return all(offset + 1 >= (self._consumer.highwater(partition) or 0)
+                   for partition, offset in last_offsets.items() if partition in assigned)
+
     def commit(self, offsets: Mapping[Any, int]) -> None:
-        """Commit ``partition -> next offset to read``, once dead letters are stored."""
+        """Commit ``partition -> next offset to read``, once dead letters are stored.
+
+        Raises:
+            kafka.errors.KafkaError: the broker did not confirm within
+                ``KAFKA_CALL_TIMEOUT_MS``; nothing is lost, a later commit covers these.
+        """
         if offsets:
-            self._dead_letters.flush()
-            self._consumer.commit(_offsets_and_metadata(offsets))
+            self._dead_letters.flush(timeout=KAFKA_CALL_TIMEOUT_MS / 1000)
+            self._raise_undelivered()
+            self._consumer.commit(_offsets_and_metadata(offsets),
+                                  timeout_ms=KAFKA_CALL_TIMEOUT_MS)
 
     async def commit_in_rebalance(self, offsets: Mapping[Any, int]) -> None:
         """The same commit from inside a rebalance, where the consumer's IO loop runs us."""
@@ -119,9 +146,15 @@ class KafkaSource:
         assigned = list(self._consumer.assignment())
         if not assigned:
             return {}
-        ends = self._consumer.end_offsets(assigned)
-        return {f"{p.topic}/{p.partition}": max(0, ends[p] - self._consumer.position(p))
+        ends = self._consumer.end_offsets(assigned, timeout_ms=KAFKA_CALL_TIMEOUT_MS)
+        return {f"{p.topic}/{p.partition}":
+                max(0, ends[p] - self._consumer.position(p, timeout_ms=KAFKA_CALL_TIMEOUT_MS))
                 for p in assigned}
+
+    def dead_letter(self, message: Message, reason: str) -> None:
+        """Send a message the core refused (``stream.pipeline.RejectedChunkEvent``) to the
+        dead-letter topic with its reason, like one that could not be decoded."""
+        self._dead_letter(message.record, reason)
 
     def close(self) -> None:
         self._dead_letters.flush()
@@ -132,11 +165,27 @@ class KafkaSource:
         self.counters.dead_letters += 1
         log.warning("dead letter: topic=%s partition=%d offset=%d reason=%s",
                     record.topic, record.partition, record.offset, reason)
+        self._send_dead_letter(record, reason)
+
+    def _send_dead_letter(self, record: Any, reason: str) -> None:
         source = f"{record.topic}/{record.partition}/{record.offset}".encode()
-        self._dead_letters.send(
+        future = self._dead_letters.send(
             self.dead_letter_topic, key=record.key, value=record.value or b"",
             headers=[(ERROR_HEADER, reason.encode("utf-8")), (SOURCE_HEADER, source)],
         )
+        future.add_errback(lambda error: self._undelivered.append((record, reason)))
+
+    def _raise_undelivered(self) -> None:
+        """Send again the dead letters the broker did not take, and refuse the commit
+        meanwhile: an offset past a dead letter is committed only once it is stored."""
+        from kafka.errors import KafkaError
+
+        if not self._undelivered:
+            return
+        failed, self._undelivered = self._undelivered, []
+        for record, reason in failed:
+            self._send_dead_letter(record, reason)
+        raise KafkaError(f"{len(failed)} dead letter(s) not stored yet; sent again")
 
 
 def _decode(key: bytes | None, value: bytes | None) -> tuple[wire.Chunk | None, str]:

@@ -10,7 +10,10 @@ this same class, so a replay of a recorded experiment gives the alerts a live ru
 
 Events, in order per stream: :class:`PredictionEvent` for every window,
 :class:`AlertEvent` when the policy raises or clears, :class:`GapEvent` when the sample
-counter jumps.
+counter jumps, :class:`RejectedChunkEvent` for a chunk inconsistent with its stream (its
+sample rate differs from the stream's): the chunk is not used, and the source puts it in
+its dead letters with the reason. A stream has one sample rate, the rate of its first
+chunk; an instrument whose rate changes sends the new rate as another channel.
 
 Example:
     >>> import numpy as np
@@ -120,7 +123,21 @@ class GapEvent:
         return {**dataclasses.asdict(self), "missing_samples": self.missing_samples}
 
 
-Event = PredictionEvent | AlertEvent | GapEvent
+@dataclasses.dataclass(frozen=True)
+class RejectedChunkEvent:
+    """A chunk that contradicts its stream was not used; ``reason`` says why, in one line."""
+
+    instrument: str
+    channel: str
+    first_sample: int
+    reason: str
+    kind: str = "rejected"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Event = PredictionEvent | AlertEvent | GapEvent | RejectedChunkEvent
 
 
 def alert_id(instrument: str, channel: str, window_end_sample: int, kind: str) -> str:
@@ -138,6 +155,7 @@ class _PendingWindow:
 class _Stream:
     accumulator: WindowAccumulator
     policy: AlertPolicy
+    sample_rate: float | None = None  # the stream's rate, from its first chunk
     pending: int = 0  # windows of this stream waiting in the batch
 
 
@@ -148,6 +166,7 @@ class Counters:
     chunks: int = 0
     samples: int = 0
     duplicate_chunks: int = 0
+    rejected_chunks: int = 0
     gaps: int = 0
     windows: int = 0
     batches: int = 0
@@ -196,8 +215,16 @@ class Pipeline:
     # -- input ----------------------------------------------------------------------------
 
     def add(self, chunk: Chunk) -> list[Event]:
-        """Take one chunk; return the events of any batch it completed."""
+        """Take one chunk; return the events of any batch it completed, or its rejection."""
         stream = self._stream(chunk.stream_id)
+        if stream.sample_rate is None:
+            stream.sample_rate = chunk.sample_rate
+        elif chunk.sample_rate != stream.sample_rate:
+            self.counters.rejected_chunks += 1
+            return [RejectedChunkEvent(*chunk.stream_id, chunk.first_sample, (
+                f"SampleRateMismatch: the chunk at sample {chunk.first_sample} is at "
+                f"{chunk.sample_rate!r} Hz, its stream {chunk.instrument}/{chunk.channel} at "
+                f"{stream.sample_rate!r} Hz; send another rate as another channel"))]
         self.counters.chunks += 1
         events: list[Event] = []
         for item in stream.accumulator.add(chunk):
@@ -251,7 +278,10 @@ class Pipeline:
         return min(found) if found else None
 
     def policy_snapshot(self, stream_id: StreamId) -> dict[str, Any]:
-        return self._streams[stream_id].policy.snapshot()
+        """What a restarted process needs to continue the stream (``policy_state``): the
+        alert policy's state and the stream's sample rate."""
+        stream = self._streams[stream_id]
+        return {**stream.policy.snapshot(), "sample_rate": stream.sample_rate}
 
     def drop_stream(self, stream_id: StreamId) -> None:
         """Forget a stream (its partition went to another process). Call after ``flush``."""
@@ -268,7 +298,8 @@ class Pipeline:
             state = self._policy_state(stream_id) if self._policy_state else None
             policy = (AlertPolicy.restore(self.policy_config, state) if state
                       else AlertPolicy(self.policy_config))
-            stream = _Stream(WindowAccumulator(self.window, self.hop), policy)
+            stream = _Stream(WindowAccumulator(self.window, self.hop), policy,
+                             sample_rate=state.get("sample_rate") if state else None)
             self._streams[stream_id] = stream
         return stream
 

@@ -8,6 +8,8 @@ Under a namespace (default ``labquake``):
 | ``<ns>:alerts:log``           | stream  | each alert, durably: one field ``alert``, JSON |
 | ``<ns>:alerts:marks``         | hash    | per stream, the last logged alert's sample     |
 | ``<ns>:state:<instrument>``   | hash    | the instrument's latest prediction             |
+| ``<ns>:predictions:<i>/<c>``  | stream  | a stream's recent predictions (capped); entry  |
+|                               |         | id ``<window_end_sample>-0``                   |
 | ``<ns>:policy``               | hash    | per stream, the alert policy's saved state     |
 | ``<ns>:monitor:<member>``     | string  | a monitor's heartbeat (expires)                |
 
@@ -81,6 +83,29 @@ class RedisNames:
     def heartbeat(self, member: str) -> str:
         """String with a time to live: the heartbeat of monitor ``member``."""
         return f"{self.namespace}:monitor:{member}"
+
+    @property
+    def heartbeat_pattern(self) -> str:
+        """SCAN pattern of every monitor's heartbeat."""
+        return self.heartbeat("*")
+
+    def predictions(self, instrument: str, channel: str) -> str:
+        """Stream: the recent predictions of one stream, for plots (capped; entry ids
+        ``<window_end_sample>-0``, so a re-sent prediction is rejected)."""
+        return f"{self.namespace}:predictions:{instrument}/{channel}"
+
+    @property
+    def predictions_pattern(self) -> str:
+        """SCAN pattern of every stream's predictions."""
+        return f"{self.namespace}:predictions:*"
+
+    def stream_of_predictions(self, key: str) -> tuple[str, str]:
+        """``(instrument, channel)`` of a :meth:`predictions` key."""
+        prefix = f"{self.namespace}:predictions:"
+        if not key.startswith(prefix) or "/" not in key[len(prefix):]:
+            raise ValueError(f"{key!r} is not a predictions key under {self.namespace!r}")
+        instrument, channel = key[len(prefix):].rsplit("/", 1)
+        return instrument, channel
 
 
 DEFAULT_NAMES = RedisNames()

@@ -9,6 +9,9 @@ For each batch of events, in one MULTI/EXEC transaction:
   it. Entry ids are Redis's own increasing ids, since the instruments' counters are
   unrelated to each other and a stream's ids must increase across all of them;
 - the latest prediction of each instrument goes to the hash ``labquake:state:<instrument>``;
+- every prediction is appended to its stream's capped history
+  ``labquake:predictions:<instrument>/<channel>`` (for the dashboard's plots) under the id
+  ``<window_end_sample>-0``, so a re-sent prediction is rejected there too;
 - each stream's alert-policy state goes to ``labquake:policy`` so a restarted monitor
   continues where this one stopped.
 
@@ -31,6 +34,8 @@ from stream.redis_names import RedisNames
 log = logging.getLogger(__name__)
 
 ALERT_LOG_MAXLEN = 100_000
+# Predictions kept per stream: about 6 minutes of LANL-sized windows at 4 MHz.
+PREDICTION_HISTORY_MAXLEN = 10_000
 HEARTBEAT_TTL_S = 15
 BACKOFF_START_S = 0.2
 BACKOFF_MAX_S = 5.0
@@ -46,6 +51,21 @@ local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[4], '*', 'alert', ARG
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PUBLISH', KEYS[3], ARGV[3])
 return id
+"""
+
+
+# KEYS: the stream's predictions.  ARGV: maxlen, window_end_sample, field, value, ...
+# Returns the new entry id, or false for a prediction at or before the stream's last one.
+_LOG_PREDICTION = """
+local reply = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[2] .. '-0',
+                          unpack(ARGV, 3))
+if type(reply) == 'table' and reply.err then
+  if string.find(reply.err, 'equal or smaller', 1, true) then
+    return false
+  end
+  return redis.error_reply(reply.err)
+end
+return reply
 """
 
 
@@ -65,23 +85,32 @@ class RedisSink:
         self.client = client
         self.names = RedisNames(namespace)
         self._log_alert = client.register_script(_LOG_ALERT)
+        self._log_prediction = client.register_script(_LOG_PREDICTION)
         self.alerts_logged = 0
         self.alerts_rejected = 0
         self.errors = 0
 
     @classmethod
-    def connect(cls, url: str, namespace: str = "labquake") -> RedisSink:
-        """A sink on the Redis at ``url``; a clear error if it does not answer."""
+    def connect(cls, url: str, namespace: str = "labquake",
+                client_options: Mapping[str, Any] | None = None) -> RedisSink:
+        """A sink on the Redis at ``url``; a clear error if it does not answer.
+
+        ``client_options``: redis-py security options
+        (``stream.security.redis_client_options``).
+        """
         import redis
 
+        from stream.security import redact_url
+
         client = redis.Redis.from_url(url, socket_timeout=10.0, socket_connect_timeout=5.0,
-                                      health_check_interval=30)
+                                      health_check_interval=30, **(client_options or {}))
         try:
             client.ping()
         except (redis.RedisError, OSError) as error:
             raise ServiceUnavailable(
-                f"cannot reach Redis at {url} ({error}); start it (`labquake services up`) "
-                "or point --redis / LABQUAKE_REDIS_URL at it"
+                f"cannot reach Redis at {redact_url(url)} ({error}); start it (`labquake "
+                "services up`), point --redis / LABQUAKE_REDIS_URL at it, or check the "
+                "credentials (docs/security.md)"
             ) from error
         return cls(client, namespace)
 
@@ -137,6 +166,17 @@ class RedisSink:
         for event in events:
             if isinstance(event, GapEvent):
                 pipe.hincrby(self.names.state(event.instrument), "gaps", 1)
+            elif isinstance(event, PredictionEvent):
+                self._log_prediction(
+                    keys=[self.names.predictions(event.instrument, event.channel)],
+                    args=[PREDICTION_HISTORY_MAXLEN, event.window_end_sample,
+                          "window_end_sample", event.window_end_sample,
+                          "window_end_time", repr(event.window_end_time),
+                          "ttf_s", repr(event.ttf_s), "tsf_s", repr(event.tsf_s),
+                          "p_failure", repr(event.p_failure),
+                          "model_version", event.model_version],
+                    client=pipe,
+                )
         for instrument, event in latest.items():
             pipe.hset(self.names.state(instrument), mapping={
                 "channel": event.channel,

@@ -28,8 +28,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from stream.errors import LabquakeError, ServiceUnavailable
 
@@ -331,8 +332,13 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
-def kafka_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """Whether a broker at ``bootstrap`` answers a metadata request."""
+def kafka_ready(bootstrap: str, timeout_s: float = 2.0,
+                client_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether a broker at ``bootstrap`` answers a metadata request.
+
+    ``client_options``: kafka-python security options
+    (``stream.security.kafka_client_options``); a broker that refuses them does not answer.
+    """
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
@@ -342,7 +348,7 @@ def kafka_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
                 bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000) + 1000,
                 bootstrap_timeout_ms=int(timeout_s * 1000),
                 connections_max_idle_ms=int(timeout_s * 1000) + 2000,
-                group_id=None, enable_auto_commit=False,
+                group_id=None, enable_auto_commit=False, **(client_options or {}),
             )
         except (KafkaError, ValueError, OSError):
             return False
@@ -405,12 +411,14 @@ def start_kafka(layout: Layout) -> str:
 
 # --- Redis ------------------------------------------------------------------------------
 
-def redis_ready(url: str) -> bool:
-    """Whether a Redis server at ``url`` answers PING."""
+def redis_ready(url: str, client_options: Mapping[str, Any] | None = None) -> bool:
+    """Whether a Redis server at ``url`` answers PING (with ``client_options``, the
+    redis-py security options of ``stream.security.redis_client_options``)."""
     import redis
 
     try:
-        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0,
+                                      **(client_options or {}))
         try:
             return bool(client.ping())
         finally:
@@ -472,13 +480,24 @@ def up(layout: Layout) -> list[str]:
     return [start_redis(layout), start_kafka(layout)]
 
 
+def stop_kafka(layout: Layout) -> bool:
+    """Stop the broker cleanly (its data stays); return whether it was running.
+
+    With :func:`start_kafka`, what the fault tests use for a broker outage.
+    """
+    return _stop(layout.kafka_dir / "kafka.pid", "kafka")
+
+
+def stop_redis(layout: Layout) -> bool:
+    """Stop redis-server cleanly (its data stays); return whether it was running."""
+    return _stop(layout.redis_dir / "redis.pid", "redis")
+
+
 def down(layout: Layout) -> list[str]:
     """Stop both services cleanly; return one line per service."""
     lines = []
-    for name, pid_file in (("kafka", layout.kafka_dir / "kafka.pid"),
-                           ("redis", layout.redis_dir / "redis.pid")):
-        stopped = _stop(pid_file, name)
-        lines.append(f"{name} {'stopped' if stopped else 'was not running'}")
+    for name, stop in (("kafka", stop_kafka), ("redis", stop_redis)):
+        lines.append(f"{name} {'stopped' if stop(layout) else 'was not running'}")
     return lines
 
 

@@ -193,7 +193,9 @@ class _Caller:
 
 
 def _unreachable(error: Exception, url: str | None = None) -> ServiceUnavailable:
-    where = f" at {url}" if url else ""
+    from stream.security import redact_url
+
+    where = f" at {redact_url(url)}" if url else ""
     return ServiceUnavailable(
         f"cannot reach Redis{where} ({error}); start it ('labquake services up')"
         " or give --redis / LABQUAKE_REDIS_URL")
@@ -337,10 +339,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="json: one alert object a line (default); table: for people")
     parser.add_argument("--log-id", action="store_true",
                         help="json: add the field log_id (the entry id, for --since)")
-    parser.add_argument("--namespace", default=DEFAULT_NAMESPACE,
-                        help="prefix of the Redis names, for tests or several deployments on "
-                             f"one Redis (default {DEFAULT_NAMESPACE})")
-    add_options(parser, "redis")
+    add_options(parser, "redis", "namespace")
     parser.set_defaults(handler=run)
     return parser
 
@@ -349,9 +348,13 @@ def run(args: argparse.Namespace) -> int:
     """``labquake alerts``: print the catch-up, then follow; return the exit code."""
     import redis
 
-    url = resolve(args).redis
+    from stream.security import redis_client_options
+
+    settings = resolve(args)
+    url = settings.redis
     client = redis.Redis.from_url(url, socket_timeout=DEFAULT_BLOCK_MS / 1000 + SOCKET_MARGIN_S,
-                                  socket_connect_timeout=CONNECT_TIMEOUT_S)
+                                  socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                  **redis_client_options(settings))
     try:
         client.ping()
     except (redis.RedisError, OSError) as error:
@@ -359,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.format == "table":
             print(table_header(), flush=True)
-        for logged in read_alerts(client, args.namespace, since=args.since, last=args.last,
+        for logged in read_alerts(client, settings.namespace, since=args.since, last=args.last,
                                   follow=args.follow, instrument=args.instrument):
             line = (format_json(logged, args.log_id) if args.format == "json"
                     else format_table_row(logged))

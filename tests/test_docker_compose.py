@@ -44,3 +44,26 @@ def test_compose_runs_the_monitor_and_a_simulated_instrument_against_the_stack()
     assert {"--simulate", "--realtime"} <= set(instrument["command"])
     dockerfile = (COMPOSE.parent / monitor["build"]["dockerfile"]).read_text()
     assert "USER labquake" in dockerfile
+
+
+def test_compose_serves_the_dashboard_and_the_monitors_metrics_on_localhost():
+    services = _compose()["services"]
+    dashboard, monitor = services["dashboard"], services["monitor"]
+    assert dashboard["command"] == ["dashboard"]
+    assert dashboard["image"] == monitor["image"]
+    assert dashboard["environment"]["LABQUAKE_REDIS_URL"] == "redis://redis:6379/0"
+    port = dashboard["environment"]["LABQUAKE_DASHBOARD_PORT"]
+    assert f"127.0.0.1:{port}:{port}" in dashboard["ports"]
+    assert dashboard["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert f"http://127.0.0.1:{port}/healthz" in " ".join(dashboard["healthcheck"]["test"])
+    metrics_port = monitor["environment"]["LABQUAKE_METRICS_PORT"]
+    assert f"127.0.0.1:{metrics_port}:{metrics_port}" in monitor["ports"]
+
+
+
+def test_every_service_of_the_stack_but_the_instrument_has_a_healthcheck():
+    services = {name: service for name, service in _compose()["services"].items()
+                if "profiles" not in service}  # tools run on demand
+    assert set(services) == {"kafka", "redis", "monitor", "instrument", "dashboard"}
+    for name in services.keys() - {"instrument"}:
+        assert services[name]["healthcheck"]["test"], name

@@ -95,6 +95,16 @@ def stdout_so_far(process: subprocess.Popen) -> str:
     return handle.read()
 
 
+def stderr_so_far(process: subprocess.Popen) -> str:
+    """What a running process has written to stderr until now (its logs).
+
+    Read with ``pread``: the process writes through the same open file, and moving the
+    file's offset under it would make it overwrite what it wrote.
+    """
+    descriptor = process.output_files[1].fileno()  # type: ignore[attr-defined]
+    return os.pread(descriptor, os.fstat(descriptor).st_size, 0).decode(errors="replace")
+
+
 def _output(process: subprocess.Popen) -> tuple[str, str]:
     texts = []
     for handle in process.output_files:  # type: ignore[attr-defined]
