@@ -35,6 +35,11 @@ HEARTBEAT_INTERVAL_MS = 3_000
 KAFKA_CALL_TIMEOUT_MS = 5_000
 # The largest message read, and so the largest a dead letter may need to carry back.
 MAX_MESSAGE_BYTES = 8 << 20
+# How often the consumer asks the broker for the topic's partitions. kafka-python's
+# default, 5 minutes, left a monitor started before its topic existed (or before more
+# partitions were added) without partitions for that long; a new partition is now
+# assigned within seconds.
+METADATA_MAX_AGE_MS = 5_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,7 +91,7 @@ class KafkaSource:
                 enable_auto_commit=False, auto_offset_reset="earliest",
                 max_poll_records=MAX_POLL_RECORDS, max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
                 session_timeout_ms=SESSION_TIMEOUT_MS, heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-                **options,
+                metadata_max_age_ms=METADATA_MAX_AGE_MS, **options,
             )
             self._dead_letters = KafkaProducer(
                 bootstrap_servers=settings.bootstrap.split(","), acks="all", retries=10,

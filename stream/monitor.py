@@ -116,7 +116,8 @@ class Monitor:
         self._revoked: list[Any] = []
         self._stopping = False
         self._closing = False
-        self._touched: set[tuple[str, str]] = set()
+        self._touched: set[tuple[str, str]] = set()  # streams new since the last store
+        self._seen: set[tuple[str, str]] = set()
         self._last_commit = self._last_heartbeat = self._last_status = 0.0
         self._last_activity = time.monotonic()
         self._reload_model = reload_model or (lambda: load_predictor(settings.model))
@@ -188,7 +189,9 @@ class Monitor:
             if message.record is not None and message.record.timestamp >= 0:
                 self._sent_clock.received(chunk.stream_id, chunk.first_sample,
                                           chunk.end_sample, message.record.timestamp / 1000)
-            self._touched.add(chunk.stream_id)
+            if chunk.stream_id not in self._seen:
+                self._seen.add(chunk.stream_id)
+                self._touched.add(chunk.stream_id)
             events.extend(added)
         # Waiting windows go now when they have waited max_wait, or when nothing more is
         # there to read: at real-time load a window is then predicted as soon as it is
@@ -207,8 +210,11 @@ class Monitor:
     def _store(self, events: list[Event]) -> None:
         if not events and not self._touched:
             return
+        # A stream's saved state (alert policy, sample rate) changes only with its events,
+        # or is new: storing it for every stream read cost a Redis transaction a poll.
+        changed = self._touched | {(event.instrument, event.channel) for event in events}
         snapshots = {stream_id: self.pipeline.policy_snapshot(stream_id)
-                     for stream_id in self._touched if stream_id in self.pipeline.streams}
+                     for stream_id in changed if stream_id in self.pipeline.streams}
         if events or snapshots:
             self.sink.write(events, snapshots, should_stop=lambda: self._stopping)
         self._touched.clear()
