@@ -56,8 +56,10 @@ IDLE = "4"  # seconds without messages after which a test monitor exits
 KILLS = 5
 CHUNK_BYTES = 2 * DEFAULT_CHUNK_SAMPLES
 RECORD_WINDOWS = 40 * int(TEST_SAMPLE_RATE) // TEST_WINDOW
-# A stalled monitor stays in its group for the session timeout (kafka_source: 10 s).
+# A stalled monitor stays in its group for the session timeout (kafka_source: 10 s), and
+# writes a heartbeat with its lag every 5 s (monitor.HEARTBEAT_INTERVAL_S).
 MAX_STALL_S = 7.0
+MIN_STALL_S = 5.5
 # What catching up may cost in memory, whatever the backlog: fetched responses (8 MiB a
 # partition), a poll's records, a batch's windows and features (about 40 MiB measured).
 CATCH_UP_MEMORY_MIB = 64
@@ -338,9 +340,12 @@ def _backlog_round(own: OwnServices, spawn, monitor: subprocess.Popen, topic: st
     wait_for(lambda: _end_offset(own, topic) > before or producer.poll() is not None, 60,
              "the producer to send")
     os.kill(monitor.pid, signal.SIGSTOP)
-    try:  # held for less than the group's session timeout: it stays a member
-        stalled_until = time.monotonic() + MAX_STALL_S
-        while producer.poll() is None and time.monotonic() < stalled_until:
+    try:
+        # Held past its heartbeat interval, so that it reports its lag as soon as it
+        # resumes; and less than the group's session timeout, so that it stays a member.
+        stalled = time.monotonic()
+        while time.monotonic() - stalled < MIN_STALL_S or (
+                producer.poll() is None and time.monotonic() - stalled < MAX_STALL_S):
             time.sleep(0.2)
         sent = _end_offset(own, topic) - before
     finally:
