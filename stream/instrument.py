@@ -69,6 +69,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
+from stream.arguments import at_least, finite_number, positive_or_endless
 from stream.config import Settings, add_options, resolve
 from stream.errors import LabquakeError, ServiceUnavailable
 from stream.security import kafka_client_options
@@ -809,45 +810,8 @@ class _StopSignals:
             self._deferring = False
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be ≥ 1")
-    return value
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be ≥ 0")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    """A number > 0; ``inf`` is allowed (``--seconds inf`` simulates without end)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text} must be finite")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -873,31 +837,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="generate a synthetic lab-earthquake record")
     source.add_argument("--stdin", action="store_true",
                         help="raw little-endian int16 samples on standard input")
-    parser.add_argument("--seconds", type=_positive_float, default=None,
+    parser.add_argument("--seconds", type=positive_or_endless, default=None,
                         help=f"with --simulate: record length, 'inf' for endless "
                              f"(default {DEFAULT_SIMULATED_SECONDS:g})")
-    parser.add_argument("--seed", type=_non_negative_int, default=None,
+    parser.add_argument("--seed", type=at_least(0), default=None,
                         help="with --simulate: random seed (default 0)")
     pacing = parser.add_mutually_exclusive_group()
     pacing.add_argument("--realtime", action="store_true",
                         help="send no faster than the sample rate (as the instrument would)")
-    pacing.add_argument("--rate", type=_positive_float, default=None, metavar="HZ",
+    pacing.add_argument("--rate", type=positive_or_endless, default=None, metavar="HZ",
                         help="send no faster than HZ samples per second")
-    parser.add_argument("--sample-rate", type=_positive_float, default=None, metavar="HZ",
+    parser.add_argument("--sample-rate", type=positive_or_endless, default=None, metavar="HZ",
                         help="samples per second: required with --stdin; with --simulate "
                              "default 4e6; with --data only for a file that does not record it")
-    parser.add_argument("--chunk", type=_positive_int, default=DEFAULT_CHUNK_SAMPLES,
+    parser.add_argument("--chunk", type=at_least(1), default=DEFAULT_CHUNK_SAMPLES,
                         metavar="N", help=f"samples per chunk, at most {MAX_CHUNK_SAMPLES} "
                                           f"(default {DEFAULT_CHUNK_SAMPLES})")
-    parser.add_argument("--first-sample", type=_non_negative_int, default=0, metavar="N",
+    parser.add_argument("--first-sample", type=at_least(0), default=0, metavar="N",
                         help="counter index of the first sample sent (default 0; to resume, "
                              "the index the last run printed)")
-    parser.add_argument("--start-time", type=_finite_float, default=None, metavar="S",
+    parser.add_argument("--start-time", type=finite_number, default=None, metavar="S",
                         help="instrument clock of the first sample (default first-sample/rate)")
-    parser.add_argument("--partitions", type=_positive_int, default=DEFAULT_PARTITIONS,
+    parser.add_argument("--partitions", type=at_least(1), default=DEFAULT_PARTITIONS,
                         metavar="N",
                         help=f"partitions if the topic is created (default {DEFAULT_PARTITIONS})")
-    parser.add_argument("--replication-factor", type=_positive_int,
+    parser.add_argument("--replication-factor", type=at_least(1),
                         default=DEFAULT_REPLICATION_FACTOR, metavar="N",
                         help="replicas if the topic is created "
                              f"(default {DEFAULT_REPLICATION_FACTOR})")

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from stream.arguments import at_least, positive_number
 from stream.config import Settings, add_options, resolve
 from stream.errors import LabquakeError
 
@@ -311,24 +312,6 @@ def _clean_up(settings: Settings, topic: str, namespace: str, redis_client: Any)
         log.warning("soak keys %s:* not deleted: %s", namespace, error)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} must be >= 1")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -342,15 +325,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "its memory stayed flat; 1 otherwise."
         ),
     )
-    parser.add_argument("--minutes", type=_positive_float, default=DEFAULT_MINUTES,
+    parser.add_argument("--minutes", type=positive_number, default=DEFAULT_MINUTES,
                         help=f"how long the load runs (default {DEFAULT_MINUTES:g})")
-    parser.add_argument("--instruments", type=_positive_int, default=DEFAULT_INSTRUMENTS,
+    parser.add_argument("--instruments", type=at_least(1), default=DEFAULT_INSTRUMENTS,
                         help=f"simulated instruments, one stream each "
                              f"(default {DEFAULT_INSTRUMENTS})")
-    parser.add_argument("--sample-rate", type=_positive_float, default=DEFAULT_SAMPLE_RATE,
+    parser.add_argument("--sample-rate", type=positive_number, default=DEFAULT_SAMPLE_RATE,
                         metavar="HZ", help=f"each instrument's rate (default "
                                            f"{DEFAULT_SAMPLE_RATE:g}, the LANL experiment's)")
-    parser.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL_S,
+    parser.add_argument("--interval", type=positive_number, default=DEFAULT_INTERVAL_S,
                         metavar="SECONDS",
                         help=f"time between samples (default {DEFAULT_INTERVAL_S:g})")
     parser.add_argument("--output", metavar="DIR", default=None,

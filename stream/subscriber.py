@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from stream.arguments import at_least
 from stream.config import add_options, resolve
 from stream.errors import LabquakeError, ServiceUnavailable
 from stream.redis_names import ALERT_FIELD, DEFAULT_NAMESPACE, RedisNames
@@ -306,15 +307,6 @@ def _number(value: object, pattern: str) -> str:
 # ---------------------------------------------------------------- labquake alerts
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} must be ≥ 0")
-    return value
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -332,7 +324,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     catch_up = parser.add_mutually_exclusive_group()
     catch_up.add_argument("--since", type=check_entry_id, metavar="ID",
                           help="only the alerts logged after this log id")
-    catch_up.add_argument("--last", type=_non_negative_int, metavar="N",
+    catch_up.add_argument("--last", type=at_least(0), metavar="N",
                           help="only the last N alerts (0 with --follow: only new ones)")
     parser.add_argument("--instrument", metavar="ID", help="only alerts of this instrument")
     parser.add_argument("--format", choices=FORMATS, default="json",
