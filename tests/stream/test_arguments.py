@@ -12,7 +12,7 @@ def test_whole_numbers_have_a_floor():
     assert at_least(1)("4096") == 4096
     with pytest.raises(argparse.ArgumentTypeError, match="0 must be >= 1"):
         at_least(1)("0")
-    with pytest.raises(argparse.ArgumentTypeError, match="'1.5' is not a whole number"):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"'1\.5' is not a whole number"):
         at_least(1)("1.5")
 
 
