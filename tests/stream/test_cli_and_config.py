@@ -75,6 +75,7 @@ def test_json_logs_are_one_object_a_line():
 
 
 def test_ports_come_from_the_environment_and_bad_ones_are_refused(monkeypatch):
+    monkeypatch.delenv("LABQUAKE_CONTROLLER_PORT", raising=False)
     monkeypatch.setenv("LABQUAKE_KAFKA_PORT", "19092")
     monkeypatch.setenv("LABQUAKE_REDIS_PORT", "16379")
     layout = services.Layout.from_environment()
