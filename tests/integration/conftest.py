@@ -106,11 +106,17 @@ def stderr_so_far(process: subprocess.Popen) -> str:
 
 
 def _output(process: subprocess.Popen) -> tuple[str, str]:
+    """Read and close the process's output files. The tail of its logs is also printed:
+    pytest shows a test's printed output only when the test fails, so a failing
+    integration test comes with what its monitors, producers and dashboards said."""
     texts = []
     for handle in process.output_files:  # type: ignore[attr-defined]
         handle.seek(0)
         texts.append(handle.read())
         handle.close()
+    command = " ".join(str(arg) for arg in process.args[3:])  # after python -m stream
+    print(f"--- labquake {command} (exit {process.returncode}); its last log lines:\n"
+          f"{texts[1][-4000:]}")
     return texts[0], texts[1]
 
 

@@ -139,8 +139,15 @@ def test_the_dashboard_shows_live_predictions_alerts_and_health_in_chromium(
             found = view["streams"].get(stream, {})
             return found.get("points", 0) >= 3 and found.get("xEnd") is not None
 
-        wait_for(lambda: all(drawn(s, snapshot()) for s in streams), 120,
-                 "predictions of both instruments on the page")
+        try:
+            wait_for(lambda: all(drawn(s, snapshot()) for s in streams), 120,
+                     "predictions of both instruments on the page")
+        except AssertionError:
+            print("the page's state:", json.dumps(snapshot()))
+            stored = {key.decode(): redis_client.xlen(key) for key in
+                      redis_client.scan_iter(match=f"{unique_name}:predictions:*")}
+            print("predictions stored in Redis:", stored)
+            raise
         first = snapshot()
         assert first["connected"] and first["monitors"] == 1
         canvas = f'document.querySelector(\'[data-stream="{streams[0]}"] canvas\').toDataURL()'
