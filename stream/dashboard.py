@@ -164,17 +164,20 @@ class DashboardServer(ThreadingHTTPServer):
         address: ``(host, port)`` to bind; port 0 picks a free one.
         redis_url: the Redis the monitors write to.
         names: their Redis names.
+        redis_options: redis-py options for that Redis (password, TLS files), as
+            :func:`stream.security.redis_client_options` gives them.
     """
 
     daemon_threads = True  # an open page must not keep the process alive
 
-    def __init__(self, address: tuple[str, int], redis_url: str, names: RedisNames) -> None:
+    def __init__(self, address: tuple[str, int], redis_url: str, names: RedisNames,
+                 redis_options: dict[str, Any] | None = None) -> None:
         import redis
 
         # Reads block up to BLOCK_MS: the socket timeout must be longer.
         self.redis_pool = redis.ConnectionPool.from_url(
             redis_url, decode_responses=True, socket_timeout=BLOCK_MS / 1000 + 10,
-            socket_connect_timeout=5)
+            socket_connect_timeout=5, **(redis_options or {}))
         self.names = names
         self.stopping = threading.Event()
         self.assets = {path.name: path for path in STATIC_DIR.iterdir() if path.is_file()}
@@ -278,10 +281,12 @@ def make_server(settings: Settings) -> DashboardServer:
     Raises:
         LabquakeError: the address cannot be bound.
     """
+    from stream.security import redis_client_options
+
     names = RedisNames(settings.namespace)
     try:
         return DashboardServer((settings.dashboard_host, settings.dashboard_port),
-                               settings.redis, names)
+                               settings.redis, names, redis_client_options(settings))
     except OSError as error:
         raise LabquakeError(
             f"cannot serve the dashboard on {settings.dashboard_host}:"
@@ -304,13 +309,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.security import redact_url, redis_client_options
     from stream.services import redis_ready
 
     settings = resolve(args)
-    if not redis_ready(settings.redis):
+    if not redis_ready(settings.redis, client_options=redis_client_options(settings)):
         raise ServiceUnavailable(
-            f"no Redis answers at {settings.redis}; start one (`labquake services up`) "
-            "or point --redis / LABQUAKE_REDIS_URL at it")
+            f"no Redis answers at {redact_url(settings.redis)}; start one (`labquake "
+            "services up`), point --redis / LABQUAKE_REDIS_URL at it, or check its "
+            "password and TLS settings")
     server = make_server(settings)
 
     def stop(signum: int, frame: object) -> None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,10 +32,13 @@ from stream.config import resolve
 from stream.security import kafka_client_options, redis_client_options
 from tests.integration.conftest import (
     finish,
+    kill,
     labquake,
     logged_alerts,
     monitor_args,
     replay_alerts,
+    stdout_so_far,
+    wait_for,
 )
 
 KAFKA_USER = "labquake-test"
@@ -339,6 +345,43 @@ def test_refused_clients_exit_3_in_one_line_without_the_secret(secure, monkeypat
     assert code == 3, err[-2000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("labquake monitor: no Redis answers at rediss://labquake-test:***@")
+    _assert_no_secret(err)
+
+
+@pytest.mark.timeout(120)
+def test_the_dashboard_reads_a_redis_with_acl_and_tls_and_is_refused_without(
+        secure, monkeypatch, unique_name):
+    client = _redis_client(secure)
+    try:
+        client.xadd(f"{unique_name}:alerts:log", {"alert": json.dumps(
+            {"kind": "raised", "instrument": "rig1", "channel": "ae0", "sample": 1})})
+    finally:
+        client.close()
+    _use(monkeypatch, secure.environment)
+    dashboard = labquake("-v", "dashboard", "--namespace", unique_name, "--dashboard-port", "0",
+                         services=secure)
+    try:
+        wait_for(lambda: re.search(r"dashboard: (http://\S+/)", stdout_so_far(dashboard)),
+                 60, "the dashboard's address")
+        url = re.search(r"dashboard: (http://\S+/)", stdout_so_far(dashboard)).group(1)
+        with urllib.request.urlopen(url + "events", timeout=30) as feed:
+            received = b""
+            while b"event: health" not in received:
+                received += feed.read1(65536)
+        assert b"event: config" in received and b"event: alert" in received
+        assert b'"instrument":"rig1"' in received
+        assert b"event: problem" not in received
+    finally:
+        kill(dashboard)
+
+    _use(monkeypatch, _changed(secure, LABQUAKE_REDIS_PASSWORD_FILE=None))
+    wrong_url = secure.redis_url.replace(f"{REDIS_USER}@", f"{REDIS_USER}:wrong-{REDIS_PASSWORD}@")
+    code, _, err = finish(labquake("dashboard", "--namespace", unique_name, "--dashboard-port",
+                                   "0", services=dataclasses.replace(secure, redis_url=wrong_url)),
+                          60)
+    assert code == 3, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("labquake dashboard: no Redis answers at rediss://labquake-test:***@")
     _assert_no_secret(err)
 
 
