@@ -15,9 +15,13 @@ the simulator) with the bundle's own window and hop. Reported:
   of raises followed by a failure within 1.5 s; the *lead time* of a warned failure is
   the failure time minus its earliest raise in that interval.
 
+Output: progress bars on stderr and the metrics as lines on stdout; ``--json`` prints them
+as one JSON object on stdout instead; ``--quiet`` drops the bars, the lines and logs below
+WARNING.
+
 Example:
     labquake evaluate --model model/bundled/default.lqb --simulate 300 --sim-seed 1001
-    labquake evaluate --model run.lqb --data train.csv --plot ttf.png --json
+    labquake evaluate --model run.lqb --data train.csv --plot ttf.png --json --quiet
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import logging
 import math
 import os
 import tempfile
@@ -447,7 +452,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--plot", metavar="OUT.png",
                         help="write a figure of true and predicted TTF, P(failure) and alerts")
     parser.add_argument("--json", action="store_true",
-                        help="print the metrics as one JSON object")
+                        help="print the metrics as one JSON object on stdout instead of "
+                             "lines: mae, r2, baseline_mae, baseline_ttf_s, alert_recall, "
+                             "alert_precision, n_windows, n_failures, n_detected, n_raises, "
+                             "lead_time_median_s, lead_time_min_s, lead_time_max_s, "
+                             "alert_horizon_s (null where undefined), model_version, data")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, no metric lines, logs at WARNING and above "
+                             "only (-v still logs debug details); errors still print")
     add_cache_arguments(parser)
     parser.set_defaults(handler=run)
     return parser
@@ -466,6 +478,9 @@ def run(args: argparse.Namespace) -> int:
     from model import dataset
     from stream.alert_policy import AlertPolicyConfig
 
+    if args.quiet and not getattr(args, "verbose", False):
+        # Only warnings and errors for the operator; an explicit -v still wins.
+        logging.getLogger().setLevel(logging.WARNING)
     check_cache_arguments(args)
     model = bundles.load(args.model)
     extra = model.metadata.get("extra", {})
@@ -473,13 +488,14 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate is not None:
         windows = dataset.simulated_windows(
             args.simulate, seed=args.sim_seed, sample_rate=args.sample_rate or trained_rate,
-            window=model.window, hop=model.hop, feature_names=model.feature_names)
+            window=model.window, hop=model.hop, feature_names=model.feature_names,
+            progress=not args.quiet)
     else:
         native_rate = Path(args.data).suffix.lower() == ".npz"
         windows = dataset.file_windows(
             args.data, window=model.window, hop=model.hop, feature_names=model.feature_names,
             sample_rate=args.sample_rate or (None if native_rate else trained_rate),
-            **cached_windows_options(args))
+            progress=not args.quiet, **cached_windows_options(args))
     prediction = model.predict_features(windows.features)
     config = AlertPolicyConfig.from_dict(model.alert_policy)
     result = metrics([(windows, prediction)], config, extra.get("training_ttf_median_s"))
@@ -491,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
              f"labquake model {model.version} on {windows.name}")
     if args.json:
         print(json.dumps(result, allow_nan=False))
-    else:
+    elif not args.quiet:
         print(f"model {model.version} on {windows.name}")
         for line in summary_lines(result):
             print(line)

@@ -24,9 +24,15 @@ process), so a run repeated on the same machine
 with the same library versions gives the same weights. Another CPU type or thread count
 may change the last bits of float sums and so, slightly, the weights.
 
+Output: progress bars and Keras's per-epoch lines on stderr, a one-line summary on
+stdout; ``--json`` prints one JSON object on stdout instead (:func:`training_report`), the
+KS-filter and cross-validation lines then going to stderr; ``--quiet`` drops the bars, the
+epoch lines, those lines and the summary, and logs below WARNING.
+
 Example:
     labquake train --simulate 1200 --out model/bundled/default.lqb
     labquake train --data train.csv --out lanl.lqb --epochs 40
+    labquake train --data train.csv --out lanl.lqb --quiet --json
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import math
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +60,7 @@ from stream.errors import LabquakeError
 if TYPE_CHECKING:
     import keras
 
-    from model.bundle import Prediction
+    from model.bundle import Bundle, Prediction
     from model.dataset import RecordWindows
     from model.ks_filter import Selection
     from stream.alert_policy import AlertPolicyConfig
@@ -438,6 +446,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--folds", type=int, metavar="K",
                         help="first cross-validate: K folds of whole earthquake cycles, each "
                              "held out in turn; prints and stores each fold's MAE")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout instead of the summary line: "
+                             "bundle, version, n_train_windows, n_validation_windows, "
+                             "validation_cycles, epochs_run, best_epoch, validation (the "
+                             "bundle's validation metrics), alert_policy, policy_tuned, "
+                             "cross_validation (with --folds), elapsed_s; the KS-filter and "
+                             "fold lines go to stderr")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, no per-epoch, KS-filter, fold or summary "
+                             "lines, logs at WARNING and above only (-v still logs debug "
+                             "details); errors still print")
     add_cache_arguments(parser)
     parser.set_defaults(handler=run)
     return parser
@@ -500,7 +519,7 @@ def cached_windows_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train, validate and save the bundle; print a one-line summary.
+    """Train, validate and save the bundle; print a one-line summary, or one JSON object.
 
     Args:
         args: parsed flags of :func:`add_parser`.
@@ -509,6 +528,9 @@ def run(args: argparse.Namespace) -> int:
         0 on success (errors raise ``LabquakeError``).
     """
     started = time.monotonic()
+    if args.quiet and not getattr(args, "verbose", False):
+        # Only warnings and errors for the operator; an explicit -v still wins.
+        logging.getLogger().setLevel(logging.WARNING)
     config = _policy_config(args)
     _check_arguments(args)
     records, description = _read_training_data(args)
@@ -520,10 +542,12 @@ def run(args: argparse.Namespace) -> int:
     if args.test_segments:
         selection = _ks_filter(records, args)
         records = [record.with_features(selection.kept) for record in records]
-    folds = _cross_validate(records, args) if args.folds is not None else None
-    split = split_by_cycles(records, args.validation_fraction, args.seed)
-    model, mean, std, history = fit(split, epochs=args.epochs, batch_size=args.batch_size,
-                                    patience=args.patience, seed=args.seed)
+    with _keras_progress(shown=not args.quiet):
+        folds = _cross_validate(records, args) if args.folds is not None else None
+        split = split_by_cycles(records, args.validation_fraction, args.seed)
+        model, mean, std, history = fit(split, epochs=args.epochs,
+                                        batch_size=args.batch_size, patience=args.patience,
+                                        seed=args.seed)
     from model import bundle, evaluate
 
     training_median = float(np.median(np.concatenate([part.ttf_s for part in split.train])))
@@ -555,6 +579,11 @@ def run(args: argparse.Namespace) -> int:
             "val_loss": history["val_loss"],
             "training_seconds": round(elapsed, 1),
         } | ({"ks_filter": selection.to_dict()} if selection else {}))
+    if args.json:
+        print(json.dumps(training_report(saved, elapsed), allow_nan=False))
+        return 0
+    if args.quiet:
+        return 0
     tuned = (f"; policy tuned: raise {config.raise_threshold:g}, clear "
              f"{config.clear_threshold:g}, {config.consecutive} in a row"
              if args.tune_policy else "")
@@ -569,6 +598,67 @@ def run(args: argparse.Namespace) -> int:
           f"{value(result['alert_recall'])}, precision {value(result['alert_precision'])}"
           f"{tuned}")
     return 0
+
+
+def training_report(saved: Bundle, elapsed_s: float) -> dict[str, Any]:
+    """What ``labquake train --json`` prints, read from the saved bundle's metadata.
+
+    Args:
+        saved: the bundle :func:`model.bundle.save` wrote.
+        elapsed_s: wall time of the training.
+
+    Returns:
+        A JSON-ready dict: ``bundle`` (path), ``version``, ``n_train_windows``,
+        ``n_validation_windows``, ``validation_cycles`` (count), ``epochs_run``,
+        ``best_epoch``, ``validation`` (the metrics of :func:`model.evaluate.metrics`,
+        ``None`` where undefined), ``alert_policy``, ``policy_tuned``, ``elapsed_s``, and
+        ``cross_validation`` when the bundle holds one.
+
+    Example:
+        >>> training_report(bundle.load("lab.lqb"), 12.5)["validation"]["mae"]  # doctest: +SKIP
+        1.62
+    """
+    extra = saved.metadata["extra"]
+    metrics = saved.metrics
+    report = {"bundle": str(saved.path), "version": saved.version,
+              "n_train_windows": extra["n_train_windows"],
+              "n_validation_windows": extra["n_validation_windows"],
+              "validation_cycles": len(extra["validation_cycles"]),
+              "epochs_run": extra["epochs_run"], "best_epoch": extra["best_epoch"],
+              "validation": metrics["validation"], "alert_policy": saved.alert_policy,
+              "policy_tuned": extra["policy_tuned_on_validation"],
+              "elapsed_s": round(elapsed_s, 3)}
+    if "cross_validation" in metrics:
+        report["cross_validation"] = metrics["cross_validation"]
+    return report
+
+
+@contextlib.contextmanager
+def _keras_progress(shown: bool) -> Iterator[None]:
+    """Keras's per-epoch lines as they are, or, not ``shown``, dropped.
+
+    Keras writes them to ``sys.stdout``, which :func:`fit` points at ``sys.stderr``; not
+    shown, ``sys.stderr`` is the null device while the network trains (the folds of
+    cross-validation too: a Keras switch would not do, their ``clear_session`` resets it).
+    Logging keeps its own handle on the real stderr, and Python warnings go to logging
+    meanwhile, so warnings and errors still show.
+    """
+    if shown:
+        yield
+        return
+    with open(os.devnull, "w") as null, contextlib.redirect_stderr(null):
+        logging.captureWarnings(True)
+        try:
+            yield
+        finally:
+            logging.captureWarnings(False)
+
+
+def _note(args: argparse.Namespace, line: str) -> None:
+    """A line about the work under way: on stdout, on stderr with ``--json`` (stdout then
+    holds the JSON object alone), nowhere with ``--quiet``."""
+    if not args.quiet:
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
 
 
 def _policy_config(args: argparse.Namespace) -> AlertPolicyConfig:
@@ -633,17 +723,18 @@ def _read_training_data(args: argparse.Namespace) -> tuple[list[RecordWindows], 
 
         rate = args.sample_rate or simulate.DEFAULT_SAMPLE_RATE
         record = dataset.simulated_windows(args.simulate, seed=args.sim_seed, sample_rate=rate,
-                                           window=args.window, hop=args.hop)
+                                           window=args.window, hop=args.hop,
+                                           progress=not args.quiet)
         return [record], {"simulator": {"seconds": args.simulate, "seed": args.sim_seed,
                                         "sample_rate_hz": rate}}
     records = [dataset.file_windows(path, window=args.window, hop=args.hop,
-                                    sample_rate=args.sample_rate,
+                                    sample_rate=args.sample_rate, progress=not args.quiet,
                                     **cached_windows_options(args)) for path in args.data]
     return records, {"files": files_description(args.data)}
 
 
 def _ks_filter(records: Sequence[RecordWindows], args: argparse.Namespace) -> Selection:
-    """Select features by the KS test against the test segments; print what was dropped."""
+    """Select features by the KS test against the test segments; note what was dropped."""
     from model import ks_filter, segments
     from model.parallel import check_workers
 
@@ -651,21 +742,22 @@ def _ks_filter(records: Sequence[RecordWindows], args: argparse.Namespace) -> Se
     files = segments.segment_files(args.test_segments)
     test_features = segments.segment_features(files, window=records[0].window,
                                               feature_names=names,
-                                              workers=check_workers(args.workers))
+                                              workers=check_workers(args.workers),
+                                              progress=not args.quiet)
     train_features = np.concatenate([
         record.features[ks_filter.independent_rows(len(record), record.window, record.hop)]
         for record in records])
     selection = ks_filter.select(train_features, test_features, names, args.ks_alpha)
     dropped = ", ".join(selection.dropped) or "none"
-    print(f"KS filter (alpha {selection.alpha:g}, {selection.n_train:,} training windows, "
-          f"{selection.n_test:,} test segments): kept {len(selection.kept)} of {len(names)} "
-          f"features; dropped: {dropped}", flush=True)
+    _note(args, f"KS filter (alpha {selection.alpha:g}, {selection.n_train:,} training "
+                f"windows, {selection.n_test:,} test segments): kept {len(selection.kept)} of "
+                f"{len(names)} features; dropped: {dropped}")
     return selection
 
 
 def _cross_validate(records: Sequence[RecordWindows], args: argparse.Namespace
                     ) -> dict[str, Any]:
-    """Cross-validate by cycles, printing each fold's MAE as it finishes."""
+    """Cross-validate by cycles, noting each fold's MAE as it finishes."""
     from model import cross_validation
     from model.evaluate import format_value
 
@@ -674,14 +766,16 @@ def _cross_validate(records: Sequence[RecordWindows], args: argparse.Namespace
             records, args.folds, seed=args.seed, epochs=args.epochs,
             batch_size=args.batch_size, patience=args.patience):
         results.append(result)
-        print(f"fold {result.fold}/{args.folds}: {_count(len(result.validation_cycles), 'cycle')}"
-              f" held out ({result.n_validation:,} windows, {result.n_train:,} training): MAE "
-              f"{format_value(result.mae)} s (baseline {format_value(result.baseline_mae)} s), "
-              f"best epoch {result.best_epoch}/{result.epochs_run}", flush=True)
+        _note(args, f"fold {result.fold}/{args.folds}: "
+                    f"{_count(len(result.validation_cycles), 'cycle')} held out "
+                    f"({result.n_validation:,} windows, {result.n_train:,} training): MAE "
+                    f"{format_value(result.mae)} s (baseline "
+                    f"{format_value(result.baseline_mae)} s), best epoch "
+                    f"{result.best_epoch}/{result.epochs_run}")
     summary = cross_validation.summary(results)
-    print(f"cross-validation over {args.folds} folds: MAE {format_value(summary['mae_mean'])} "
-          f"± {format_value(summary['mae_std'])} s (baseline "
-          f"{format_value(summary['baseline_mae_mean'])} s)", flush=True)
+    _note(args, f"cross-validation over {args.folds} folds: MAE "
+                f"{format_value(summary['mae_mean'])} ± {format_value(summary['mae_std'])} s "
+                f"(baseline {format_value(summary['baseline_mae_mean'])} s)")
     return summary
 
 

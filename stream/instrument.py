@@ -7,7 +7,9 @@ Three parts, each usable alone:
 - :class:`InstrumentProducer` — what a DAQ script uses: a chunker plus a sink that
   delivers each encoded chunk; by default the sink is Kafka (:class:`KafkaChunkSink`).
 - the ``labquake produce`` verb — a file, the simulator or raw int16 on standard input
-  as the source, optional pacing (:class:`Pacer`), a progress bar and a summary line.
+  as the source, optional pacing (:class:`Pacer`), a progress bar and a summary line
+  (``--json``: one JSON object on stdout, :func:`produce_report`; ``--quiet``: neither
+  bar nor summary).
 
 Chunk grid: chunks end on multiples of ``chunk_samples`` of the instrument counter, so
 the same samples give the same chunks whatever block sizes the acquisition delivers and
@@ -58,6 +60,7 @@ import argparse
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import math
 import signal
@@ -73,7 +76,7 @@ from stream.arguments import at_least, finite_number, positive_or_endless
 from stream.config import Settings, add_options, resolve
 from stream.errors import LabquakeError, ServiceUnavailable
 from stream.security import kafka_client_options
-from stream.wire import Chunk, WireError, encode, message_key
+from stream.wire import HEADER_SIZE, SAMPLE_DTYPE, Chunk, WireError, encode, message_key
 
 log = logging.getLogger(__name__)
 
@@ -810,10 +813,6 @@ class _StopSignals:
             self._deferring = False
 
 
-
-
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         VERB, help="instrument side: send samples (file, simulator, raw int16 on stdin) to Kafka",
@@ -824,7 +823,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "(--simulate), or raw little-endian int16 on standard input (--stdin, e.g. "
             "'acquire --raw | labquake produce --instrument rig1 --stdin --sample-rate 4e6'). "
             "Ctrl-C (or SIGTERM) sends what was read, prints where to resume and exits "
-            "130 (143)."
+            "130 (143). A summary line goes to stderr at the end; --json prints one JSON "
+            "object on stdout instead."
         ),
     )
     parser.add_argument("--instrument", required=True, help="instrument id, e.g. rig1")
@@ -868,7 +868,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--compression", choices=("none", *COMPRESSION_PACKAGES),
                         default="none", help="Kafka compression codec (default none: the "
                                              "codec's CPU cost usually outweighs the ~3:1 gain)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object on stdout at the end instead of the "
+                             "summary line: topic, instrument, channel, sample_rate, "
+                             "first_sample, next_sample (where to resume), samples, messages, "
+                             "bytes (of the message values), elapsed_s, samples_per_s, "
+                             "interrupted")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar, no summary line (unless a stop signal cut the "
+                             "run: it says where to resume), logs at WARNING and above only "
+                             "(-v still logs debug details); errors still print")
     add_options(parser, "bootstrap", "topic")
     parser.set_defaults(handler=run)
     return parser
@@ -925,9 +934,13 @@ def _pieces(block: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``labquake produce``: send the chosen source, print a summary line, return the exit code."""
+    """``labquake produce``: send the chosen source, print a summary line (or one JSON
+    object), return the exit code."""
     from tqdm import tqdm
 
+    if args.quiet and not getattr(args, "verbose", False):
+        # Only warnings and errors for the operator; an explicit -v still wins.
+        logging.getLogger().setLevel(logging.WARNING)
     check_arguments(args)
     settings = resolve(args)
     source = _open_source(args)
@@ -963,18 +976,56 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
             with stop.deferring():
                 producer.close()
-    elapsed = time.monotonic() - started
-    print(_summary(producer, settings.topic, elapsed, stop.received is not None),
-          file=sys.stderr)
+    report = produce_report(producer, settings.topic, time.monotonic() - started,
+                            stop.received is not None)
+    if args.json:
+        print(json.dumps(report, allow_nan=False))
+    elif not args.quiet or report["interrupted"]:
+        # Even quiet, a cut run says where to resume: that is what the operator needs next.
+        print(_summary(report), file=sys.stderr)
     return stop.exit_code
 
 
-def _summary(producer: InstrumentProducer, topic: str, elapsed: float, interrupted: bool) -> str:
-    first = producer.position - producer.samples_sent
-    rate = producer.samples_sent / elapsed / 1e6 if elapsed > 0 else 0.0
-    line = (f"sent {producer.samples_sent} samples ({producer.instrument}/{producer.channel} "
-            f"[{first}, {producer.position})) in {producer.chunks_sent} chunks to {topic} "
-            f"in {elapsed:.2f} s ({rate:.2f} MS/s)")
-    if interrupted:
-        line += f"; interrupted: resume with --first-sample {producer.position}"
+def produce_report(producer: InstrumentProducer, topic: str, elapsed_s: float,
+                   interrupted: bool) -> dict[str, Any]:
+    """What ``labquake produce`` sent, as ``--json`` prints it (and the summary line says).
+
+    Args:
+        producer: the closed producer.
+        topic: the Kafka topic.
+        elapsed_s: seconds spent sending.
+        interrupted: a stop signal ended the run.
+
+    Returns:
+        A JSON-ready dict: ``topic``, ``instrument``, ``channel``, ``sample_rate``,
+        ``first_sample``, ``next_sample`` (one past the last sample sent: where to resume),
+        ``samples``, ``messages`` (chunks), ``bytes`` (of the message values, as
+        :func:`stream.wire.encode` lays them out), ``elapsed_s``, ``samples_per_s``,
+        ``interrupted``.
+
+    Example:
+        >>> produce_report(producer, "rig-test", 1.2, False)["samples_per_s"]  # doctest: +SKIP
+        33333333.3
+    """
+    samples = producer.samples_sent
+    # Every message is the wire header, the two ids and two bytes a sample.
+    id_bytes = len(producer.instrument.encode()) + len(producer.channel.encode())
+    message_bytes = producer.chunks_sent * (HEADER_SIZE + id_bytes) + (
+        samples * SAMPLE_DTYPE.itemsize)
+    return {"topic": topic, "instrument": producer.instrument, "channel": producer.channel,
+            "sample_rate": float(producer.sample_rate), "first_sample": producer.position - samples,
+            "next_sample": producer.position, "samples": samples,
+            "messages": producer.chunks_sent, "bytes": message_bytes,
+            "elapsed_s": round(elapsed_s, 3),
+            "samples_per_s": round(samples / elapsed_s, 1) if elapsed_s > 0 else 0.0,
+            "interrupted": interrupted}
+
+
+def _summary(report: Mapping[str, Any]) -> str:
+    line = (f"sent {report['samples']} samples ({report['instrument']}/{report['channel']} "
+            f"[{report['first_sample']}, {report['next_sample']})) in {report['messages']} "
+            f"chunks to {report['topic']} in {report['elapsed_s']:.2f} s "
+            f"({report['samples_per_s'] / 1e6:.2f} MS/s)")
+    if report["interrupted"]:
+        line += f"; interrupted: resume with --first-sample {report['next_sample']}"
     return line

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import signal
 import subprocess
 import time
@@ -13,9 +15,9 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 
-from stream.instrument import InstrumentProducer
+from stream.instrument import DEFAULT_CHUNK_SAMPLES, InstrumentProducer
 from stream.wire import Chunk, decode
-from tests.integration.conftest import finish, labquake
+from tests.integration.conftest import TEST_SAMPLE_RATE, finish, labquake
 
 
 @pytest.fixture
@@ -151,20 +153,23 @@ def test_the_cli_sends_the_simulator_and_a_recorded_file_as_they_are(
 
 def test_realtime_pacing_holds_the_stream_to_the_sample_rate(services, new_topic):
     started = time.monotonic()
-    returncode, _, stderr = finish(produce(
+    returncode, stdout, stderr = finish(produce(
         services, "--instrument", "paced", "--simulate", "--seconds", "1.5",
-        "--sample-rate", "8192", "--realtime", "--quiet", "--topic", new_topic), timeout_s=60)
+        "--sample-rate", "8192", "--realtime", "--quiet", "--json", "--topic", new_topic),
+        timeout_s=60)
     assert returncode == 0, stderr
-    sending_s = float(summary_of(stderr).split(" in ")[-1].split(" s ")[0])
-    assert 1.5 <= sending_s < 3.0, stderr
+    sending_s = json.loads(stdout)["elapsed_s"]
+    assert 1.5 <= sending_s < 3.0, stdout
     assert time.monotonic() - started >= 1.5
 
 
-@pytest.mark.parametrize(("stop", "exit_code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# Even --quiet says where to resume after a stop signal.
+@pytest.mark.parametrize(("stop", "exit_code", "flags"), [(signal.SIGINT, 130, ()),
+                                                          (signal.SIGTERM, 143, ("--quiet",))])
 def test_a_stop_signal_delivers_what_was_read_and_says_where_to_resume(services, new_topic,
-                                                                      stop, exit_code):
+                                                                      stop, exit_code, flags):
     process = produce(services, "--instrument", "rig3", "--stdin", "--sample-rate", "4e6",
-                      "--topic", new_topic, stdin=subprocess.PIPE)
+                      "--topic", new_topic, *flags, stdin=subprocess.PIPE)
     process.stdin.buffer.write(np.arange(5000, dtype="<i2").tobytes())
     process.stdin.buffer.flush()
     # the first full chunk in Kafka means the producer is running and holds the rest
@@ -197,3 +202,54 @@ def test_an_unreachable_broker_is_one_line_and_exit_3(services):
     assert stderr.strip() == (
         "labquake produce: no Kafka broker answers at localhost:1; start one "
         "('labquake services up') or give --bootstrap / LABQUAKE_KAFKA_BOOTSTRAP")
+
+
+def test_json_is_one_object_on_stdout_saying_what_was_sent(services, new_topic, small_record):
+    from model.records import read_record
+
+    samples = len(read_record(small_record).acoustic_data)
+    returncode, stdout, stderr = finish(produce(
+        services, "--instrument", "rig6", "--data", str(small_record), "--json",
+        "--topic", new_topic), timeout_s=120)
+    assert returncode == 0, stderr
+    assert stdout.endswith("\n") and stdout.count("\n") == 1, stdout
+    report = json.loads(stdout)
+    messages = math.ceil(samples / DEFAULT_CHUNK_SAMPLES)
+    assert report == {
+        "topic": new_topic, "instrument": "rig6", "channel": "ae0",
+        "sample_rate": TEST_SAMPLE_RATE, "first_sample": 0, "next_sample": samples,
+        "samples": samples, "messages": messages, "bytes": report["bytes"],
+        "elapsed_s": report["elapsed_s"], "samples_per_s": report["samples_per_s"],
+        "interrupted": False}
+    assert 0 < report["elapsed_s"] < 120
+    assert report["samples_per_s"] == pytest.approx(samples / report["elapsed_s"], rel=0.01)
+    records = consume(services, new_topic, messages)
+    assert len(records) == messages
+    assert report["bytes"] == sum(len(record.value) for record in records)
+    # The progress bar still goes to stderr; the summary line gives way to the object.
+    assert "rig6/ae0" in stderr and "sent " not in stderr
+
+
+def test_quiet_prints_nothing_and_an_explicit_v_still_logs(services, new_topic):
+    simulated = ("--simulate", "--seconds", "1", "--sample-rate", "4e4", "--topic", new_topic)
+    # The first run creates the topic: without --quiet that is an INFO line on stderr.
+    returncode, stdout, stderr = finish(produce(
+        services, "--instrument", "quiet", *simulated, "--quiet"), timeout_s=60)
+    assert (returncode, stdout, stderr) == (0, "", "")
+
+    returncode, stdout, stderr = finish(produce(
+        services, "--instrument", "quietjson", *simulated, "--quiet", "--json"), timeout_s=60)
+    assert (returncode, stderr) == (0, "")
+    assert json.loads(stdout)["messages"] == 10
+
+    returncode, stdout, stderr = finish(labquake(
+        "-v", "produce", "--instrument", "verbose", *simulated, "--quiet", services=services),
+        timeout_s=60)
+    assert (returncode, stdout) == (0, "")
+    assert " DEBUG " in stderr
+    # Still no progress bar ("  0%|...") and no summary line.
+    assert "%|" not in stderr and "sent 40000 samples" not in stderr
+
+    keys = [record.key for record in consume(services, new_topic, 30)]
+    assert [keys.count(key) for key in (b"quiet/ae0", b"quietjson/ae0", b"verbose/ae0")] == [
+        10, 10, 10]

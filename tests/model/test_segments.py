@@ -135,7 +135,7 @@ def test_the_simulate_verb_writes_segments(tmp_path: Path,
     folder = tmp_path / "test"
     args = parser.parse_args(["simulate", "--segments", "3", "--out", str(folder),
                               "--segment-samples", str(LENGTH), "--sample-rate", str(RATE),
-                              "--seed", "9", "--quiet"])
+                              "--seed", "9"])
     assert args.handler(args) == 0
     assert capsys.readouterr().out.startswith(f"wrote 3 segments of {LENGTH:,} samples (cut "
                                               "from 150 s at 20000 Hz, seed 9)")

@@ -391,7 +391,7 @@ def test_endless_stream_and_record_length():
 def test_verb_writes_the_record_and_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "sim.npz"
     code = main(["simulate", "--out", str(out), "--seconds", "20", "--sample-rate", "4e4",
-                 "--seed", "3", "--cycle-seconds", "5", "8", "--quiet"])
+                 "--seed", "3", "--cycle-seconds", "5", "8"])
     assert code == 0
     expected = simulate(20.0, sample_rate=4e4, seed=3, cycle_seconds=(5.0, 8.0))
     written = read_record(out)
