@@ -416,8 +416,10 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = DEFAULT_PARTITION
 
 def _no_broker(bootstrap: str) -> ServiceUnavailable:
     return ServiceUnavailable(
-        f"no Kafka broker answers at {bootstrap}; start one ('labquake services up')"
-        " or give --bootstrap / LABQUAKE_KAFKA_BOOTSTRAP")
+        f"no Kafka broker answers at {bootstrap}; start one ('labquake services up'), "
+        "give --bootstrap / LABQUAKE_KAFKA_BOOTSTRAP, or check the security settings "
+        "(a broker refuses wrong credentials or an untrusted CA the same way; "
+        "docs/security.md)")
 
 
 def check_compression(compression: str | None) -> None:

@@ -201,7 +201,9 @@ def test_an_unreachable_broker_is_one_line_and_exit_3(services):
     assert returncode == 3
     assert stderr.strip() == (
         "labquake produce: no Kafka broker answers at localhost:1; start one "
-        "('labquake services up') or give --bootstrap / LABQUAKE_KAFKA_BOOTSTRAP")
+        "('labquake services up'), give --bootstrap / LABQUAKE_KAFKA_BOOTSTRAP, or check the "
+        "security settings (a broker refuses wrong credentials or an untrusted CA the same "
+        "way; docs/security.md)")
 
 
 def test_json_is_one_object_on_stdout_saying_what_was_sent(services, new_topic, small_record):
