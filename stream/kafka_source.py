@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -40,6 +41,9 @@ MAX_MESSAGE_BYTES = 8 << 20
 # partitions were added) without partitions for that long; a new partition is now
 # assigned within seconds.
 METADATA_MAX_AGE_MS = 5_000
+# Before its topic exists, the monitor looks for it this often, and says so this often.
+TOPIC_WAIT_S = 1.0
+TOPIC_WAIT_LOG_S = 60.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +107,15 @@ class KafkaSource:
                 f"cannot reach Kafka at {describe_kafka(settings)} ({error}); start it "
                 "(`labquake services up`) or point --bootstrap at a running broker"
             ) from error
-        self._consumer.subscribe([self.topic], listener=_Rebalance(self, on_revoke, on_assign))
+        self._listener = _Rebalance(self, on_revoke, on_assign)
+        self._subscribed = False
+        self._waiting_since: float | None = None
 
     def poll(self, timeout_s: float) -> list[Message]:
         """The next messages (possibly none), decoded; bad ones already dead-lettered."""
+        if not self._subscribe_when_ready():
+            time.sleep(min(timeout_s, TOPIC_WAIT_S))
+            return []
         polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
         messages: list[Message] = []
         for partition, records in polled.items():
@@ -117,6 +126,37 @@ class KafkaSource:
                     self._dead_letter(record, reason)
                 messages.append(Message(partition, record.offset, chunk, record))
         return messages
+
+    def _subscribe_when_ready(self) -> bool:
+        """Join the group once the broker lists the topic's partitions.
+
+        A member that joins while its topic has no partition metadata yet (not created,
+        or created a moment ago) can be left with an empty assignment that no later
+        metadata refresh repairs; so the monitor waits for the partitions first, saying
+        so now and then (the first instrument to send creates the topic).
+        """
+        if self._subscribed:
+            return True
+        from kafka.errors import KafkaError
+
+        try:
+            partitions = self._consumer.partitions_for_topic(self.topic)
+        except KafkaError as error:
+            log.debug("topic %s: no metadata yet (%s)", self.topic, error)
+            partitions = None
+        if partitions:
+            self._consumer.subscribe([self.topic], listener=self._listener)
+            self._subscribed = True
+            if self._waiting_since is not None:
+                log.info("topic %s has %d partition(s): joining the group", self.topic,
+                         len(partitions))
+            return True
+        now = time.monotonic()
+        if self._waiting_since is None or now - self._waiting_since >= TOPIC_WAIT_LOG_S:
+            log.info("waiting for topic %s: the broker lists no partition of it yet (the "
+                     "first instrument to send creates it)", self.topic)
+            self._waiting_since = now
+        return False
 
     def caught_up(self, messages: list[Message]) -> bool:
         """Whether the last poll's ``messages`` reached the end of what the broker held at

@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     logged_alerts,
     monitor_args,
     replay_alerts,
+    stderr_so_far,
     wait_for,
 )
 
@@ -52,6 +53,23 @@ def test_end_to_end_the_alert_log_equals_the_replay(
     assert set(state) >= {b"window_end_time", b"ttf_s", b"tsf_s", b"p_failure",
                           b"model_version", b"updated_at"}
     assert _stopped_counters(err)["windows"] == windows
+
+
+def test_a_monitor_started_before_its_topic_exists_waits_for_it_then_reads_it_all(
+        services, unique_name, redis_client, small_record, small_bundle):
+    topic = unique_name  # created by the first instrument to send, after the monitor starts
+    monitor = labquake(*monitor_args(topic, unique_name, small_bundle), services=services)
+    try:
+        wait_for(lambda: f"waiting for topic {topic}" in stderr_so_far(monitor), 120,
+                 "the monitor to say it waits for the topic")
+        _produce(services, small_record, topic, "rig1")
+        expected = replay_alerts(small_record, small_bundle, "rig1")
+        wait_for(lambda: len(logged_alerts(redis_client, unique_name)) >= len(expected), 120,
+                 "the whole record's alerts")
+        assert logged_alerts(redis_client, unique_name) == expected
+        assert f"topic {topic} has 1 partition(s): joining the group" in stderr_so_far(monitor)
+    finally:
+        kill(monitor)
 
 
 def test_killed_mid_record_and_restarted_the_log_still_equals_the_replay(
