@@ -51,6 +51,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from model.context import ContextConfig, StreamContext
 from model.network import OUTPUT_NAMES
 from stream.errors import LabquakeError
 
@@ -95,7 +96,8 @@ class InferenceTiming:
 
 
 def features_fingerprint(feature_names: Sequence[str],
-                         features_module: ModuleType | None = None) -> str:
+                         features_module: ModuleType | None = None,
+                         context: Mapping[str, Any] | None = None) -> str:
     """Fingerprint of a feature set: its names, in order, and the code's features version.
 
     Args:
@@ -103,6 +105,8 @@ def features_fingerprint(feature_names: Sequence[str],
         features_module: the module that computes them (default: ``model.features``); its
             ``FEATURES_VERSION``, when it has one, is part of the fingerprint so that a
             changed definition under an unchanged name is caught.
+        context: the bundle's stream-context configuration (``model.context``), if any;
+            it and its definitions' version are part of the fingerprint.
 
     Returns:
         ``"sha256:<hex>"``.
@@ -116,6 +120,8 @@ def features_fingerprint(feature_names: Sequence[str],
         "names": list(feature_names),
         "version": getattr(module, "FEATURES_VERSION", None),
     }
+    if context is not None:
+        identity["context"] = dict(context)
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8"))
     return "sha256:" + digest.hexdigest()
 
@@ -158,6 +164,19 @@ class Bundle:
         self._metadata = dict(metadata)
         self._extract = features_module.extract
         self._feature_names = tuple(metadata["feature_names"])
+        self._context = _context_config(metadata, path)
+        context_names = set(self._context.names) if self._context else set()
+        # What features.extract computes: the network's own columns, then the context's
+        # bases it does not already have.
+        own = [name for name in self._feature_names if name not in context_names]
+        bases = self._context.bases if self._context else ()
+        self._extract_names = (*own, *(base for base in bases if base not in own))
+        self._base_columns = [self._extract_names.index(base) for base in bases]
+        columns = {name: index for index, name in enumerate(self._extract_names)}
+        if self._context:
+            columns.update({name: len(self._extract_names) + index
+                            for index, name in enumerate(self._context.names)})
+        self._input_columns = [columns[name] for name in self._feature_names]
         n_features = len(self._feature_names)
         self._mean = np.asarray(metadata["scaler"]["mean"], dtype=np.float32)
         std = np.asarray(metadata["scaler"]["std"], dtype=np.float32)
@@ -192,6 +211,59 @@ class Bundle:
         return self._feature_names
 
     @property
+    def context(self) -> ContextConfig | None:
+        """The stream-context configuration (``model.context``); ``None``: the network
+        reads each window alone."""
+        return self._context
+
+    @property
+    def sample_rate(self) -> float | None:
+        """The training data's sample rate, Hz (``extra.sample_rate_hz``; ``None`` if the
+        bundle does not say)."""
+        rate = self._metadata.get("extra", {}).get("sample_rate_hz")
+        return None if rate is None else float(rate)
+
+    @property
+    def extract_names(self) -> tuple[str, ...]:
+        """The ``model.features`` columns :meth:`extract` computes."""
+        return self._extract_names
+
+    def new_context(self, sample_rate: float) -> StreamContext:
+        """A fresh :class:`model.context.StreamContext` for a stream at ``sample_rate``.
+
+        Raises:
+            ValueError: the bundle has no context.
+        """
+        if self._context is None:
+            raise ValueError(f"model bundle {self.path} reads each window alone (no context)")
+        return StreamContext(self._context, sample_rate / self.hop)
+
+    def restore_context(self, state: Mapping[str, Any]) -> StreamContext:
+        """The :class:`model.context.StreamContext` of a snapshot taken with this bundle's
+        configuration."""
+        if self._context is None:
+            raise ValueError(f"model bundle {self.path} reads each window alone (no context)")
+        return StreamContext.restore(self._context, state)
+
+    def extract(self, windows: np.ndarray,
+                start_samples: np.ndarray | None = None) -> np.ndarray:
+        """The per-window features this bundle needs (its own columns and the context's
+        bases), for :meth:`context_bases` and :meth:`assemble`."""
+        return self._extract(windows, start_samples, names=self._extract_names)
+
+    def context_bases(self, extracted: np.ndarray) -> np.ndarray:
+        """The context's base columns of :meth:`extract`'s output."""
+        return np.asarray(extracted)[:, self._base_columns]
+
+    def assemble(self, extracted: np.ndarray, context_rows: np.ndarray | None) -> np.ndarray:
+        """The network's feature columns from :meth:`extract`'s output and, for a bundle
+        with a context, each window's context features (in ``context.names`` order)."""
+        extracted = np.asarray(extracted, np.float32)
+        table = (extracted if context_rows is None
+                 else np.concatenate([extracted, np.asarray(context_rows, np.float32)], axis=1))
+        return table[:, self._input_columns]
+
+    @property
     def alert_policy(self) -> dict[str, Any]:
         """A copy of the alert policy configuration stored with the model."""
         return self.metadata["alert_policy"]
@@ -201,14 +273,20 @@ class Bundle:
         """A copy of the evaluation metrics stored with the model."""
         return self.metadata["metrics"]
 
-    def predict(self, windows: np.ndarray,
-                start_samples: np.ndarray | None = None) -> Prediction:
+    def predict(self, windows: np.ndarray, start_samples: np.ndarray | None = None,
+                sample_rate: float | None = None) -> Prediction:
         """Predict TTF, TSF and P(failure) for a batch of raw windows.
+
+        For a bundle with a stream context (:attr:`context`), the batch is taken as
+        consecutive windows of one stream, with a fresh context: a stream read in several
+        calls needs its context kept between them, as ``stream.pipeline.Pipeline`` does.
 
         Args:
             windows: int16 array of shape (batch, window).
             start_samples: int64 array of shape (batch,), each window's first sample on the
                 instrument counter, passed to the feature extractor; ``None`` if unknown.
+            sample_rate: the windows' sample rate, Hz, for the context (default: the
+                training data's).
 
         Returns:
             A :class:`Prediction` of float32 arrays of shape (batch,).
@@ -224,8 +302,37 @@ class Bundle:
             )
         if windows.shape[0] == 0:
             return _empty_prediction()
-        features = self._extract(windows, start_samples, names=self._feature_names)
-        return self.predict_features(features)
+        extracted = self.extract(windows, start_samples)
+        context_rows = None
+        if self._context is not None:
+            rate = sample_rate if sample_rate is not None else self.sample_rate
+            if rate is None:
+                raise ValueError("this bundle's context needs the windows' sample rate")
+            context_rows = self.new_context(rate).run(self.context_bases(extracted))
+        return self.predict_features(self.assemble(extracted, context_rows))
+
+    def predict_in_context(self, windows: np.ndarray, start_samples: np.ndarray,
+                           contexts: Sequence[Callable[[np.ndarray], np.ndarray]]) -> Prediction:
+        """Predict windows of several streams, each with its stream's context.
+
+        Args:
+            windows: int16 array of shape (batch, window).
+            start_samples: int64 array of shape (batch,).
+            contexts: per window, the function that gives its context features from its
+                base features (a stream's ``StreamContext.step``, or ``.peek`` for a
+                window seen before); called in row order.
+
+        Returns:
+            A :class:`Prediction` of float32 arrays of shape (batch,).
+        """
+        if self._context is None:
+            return self.predict(windows, start_samples)
+        if len(windows) == 0:
+            return _empty_prediction()
+        extracted = self.extract(np.asarray(windows), start_samples)
+        bases = self.context_bases(extracted)
+        rows = np.stack([context(base) for context, base in zip(contexts, bases, strict=True)])
+        return self.predict_features(self.assemble(extracted, rows))
 
     def predict_features(self, features: np.ndarray) -> Prediction:
         """Predict from already extracted (unscaled) features.
@@ -276,7 +383,8 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
          scaler_mean: Sequence[float] | np.ndarray, scaler_std: Sequence[float] | np.ndarray,
          training_fingerprint: str, metrics: Mapping[str, Any],
          alert_policy: Mapping[str, Any],
-         extra: Mapping[str, Any] | None = None) -> Bundle:
+         extra: Mapping[str, Any] | None = None,
+         context: ContextConfig | None = None) -> Bundle:
     """Write a bundle directory atomically and return it loaded.
 
     The bundle is written into a temporary directory beside ``path`` and renamed into
@@ -297,6 +405,8 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
             non-finite floats stored as null).
         alert_policy: the alert policy configuration, stored as given.
         extra: any further JSON-compatible metadata.
+        context: the stream-context configuration whose features (``context.names``)
+            are among ``feature_names``; ``None``: one window alone.
 
     Returns:
         The saved :class:`Bundle`, loaded back from ``path`` (so its checks ran).
@@ -309,7 +419,8 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
     path = Path(path)
     features_module = importlib.import_module(FEATURES_MODULE)
     feature_names = list(feature_names)
-    _check_feature_names(feature_names, features_module, path)
+    context_dict = context.to_dict() if context is not None else None
+    _check_feature_names(feature_names, features_module, path, context)
     mean = np.asarray(scaler_mean, dtype=np.float64).reshape(-1)
     std = np.asarray(scaler_std, dtype=np.float64).reshape(-1)
     _check_save_arguments(model, feature_names, window, hop, mean, std)
@@ -323,7 +434,9 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
         "format": BUNDLE_FORMAT,
         "created_at": created.isoformat().replace("+00:00", "Z"),
         "feature_names": feature_names,
-        "features_fingerprint": features_fingerprint(feature_names, features_module),
+        "features_fingerprint": features_fingerprint(feature_names, features_module,
+                                                     context_dict),
+        "context": context_dict,
         "window": int(window),
         "hop": int(hop),
         "scaler": {"mean": mean.tolist(), "std": std.tolist()},
@@ -379,10 +492,10 @@ def load(path: str | os.PathLike[str]) -> Bundle:
             f"the SHA-256 in {METADATA_FILENAME}; restore it from a good copy or {REMEDY}"
         )
     features_module = importlib.import_module(FEATURES_MODULE)
-    _check_feature_names(metadata["feature_names"], features_module, path)
-    if features_fingerprint(metadata["feature_names"], features_module) != metadata[
-        "features_fingerprint"
-    ]:
+    context = _context_config(metadata, path)
+    _check_feature_names(metadata["feature_names"], features_module, path, context)
+    if features_fingerprint(metadata["feature_names"], features_module,
+                            metadata.get("context")) != metadata["features_fingerprint"]:
         raise LabquakeError(
             f"model bundle {path} was trained on features this labquake computes differently; "
             f"{REMEDY}"
@@ -513,9 +626,27 @@ def _empty_prediction() -> Prediction:
     return Prediction(ttf_s=empty, tsf_s=empty.copy(), p_failure=empty.copy())
 
 
+def _context_config(metadata: Mapping[str, Any], path: Path) -> ContextConfig | None:
+    values = metadata.get("context")
+    if values is None:
+        return None
+    try:
+        return ContextConfig.from_dict(values)
+    except (TypeError, ValueError) as error:
+        raise LabquakeError(f"model bundle {path} has a context this labquake cannot read "
+                            f"({error}); {REMEDY}") from None
+    except LabquakeError as error:
+        raise LabquakeError(f"model bundle {path}: {error}") from None
+
+
 def _check_feature_names(feature_names: Sequence[str], features_module: ModuleType,
-                         path: Path) -> None:
-    known = set(features_module.FEATURE_NAMES)
+                         path: Path, context: ContextConfig | None = None) -> None:
+    known = set(features_module.FEATURE_NAMES) | set(context.names if context else ())
+    if context is not None:
+        missing = [base for base in context.bases if base not in features_module.FEATURE_NAMES]
+        if missing:
+            raise LabquakeError(f"model bundle {path} builds its context on features "
+                                f"{missing}, which this labquake does not compute; {REMEDY}")
     unknown = [name for name in feature_names if name not in known]
     if not feature_names or unknown or len(set(feature_names)) != len(feature_names):
         raise LabquakeError(

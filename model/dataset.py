@@ -50,6 +50,7 @@ from stream.windows import WINDOW_SAMPLES, Window, WindowAccumulator
 from stream.wire import MAX_SAMPLES, Chunk
 
 if TYPE_CHECKING:
+    from model.context import ContextConfig
     from model.record_cache import RecordCache
 
 DEFAULT_WINDOW = WINDOW_SAMPLES
@@ -163,6 +164,38 @@ class RecordWindows:
         columns = [self.feature_names.index(name) for name in names]
         return dataclasses.replace(self, feature_names=tuple(names),
                                    features=self.features[:, columns])
+
+
+def add_context(windows: RecordWindows, config: ContextConfig) -> RecordWindows:
+    """The windows with their stream-context features (``model.context``) appended.
+
+    The context runs over the windows in order, as a stream's would, starting afresh
+    wherever a window does not follow the previous one by one hop (a gap, or windows left
+    out by a selection). Call it on a whole record, before splitting.
+
+    Args:
+        windows: the record's windows; their features must include ``config.bases``.
+        config: the context definitions.
+
+    Returns:
+        A :class:`RecordWindows` whose ``feature_names`` end with ``config.names``.
+
+    Raises:
+        LabquakeError: a base feature is missing.
+    """
+    from model.context import context_features
+
+    missing = [base for base in config.bases if base not in windows.feature_names]
+    if missing:
+        raise LabquakeError(f"the context needs features {missing}, which {windows.name} "
+                            "was not read with; read it with them")
+    bases = windows.with_features(config.bases).features
+    breaks = np.flatnonzero(np.diff(windows.first_sample) != windows.hop) + 1
+    rows = context_features(config, bases, windows.sample_rate / windows.hop,
+                            run_starts=[0, *breaks.tolist()])
+    return dataclasses.replace(
+        windows, feature_names=(*windows.feature_names, *config.names),
+        features=np.concatenate([windows.features, rows], axis=1))
 
 
 def file_windows(path: str | os.PathLike, *, window: int = DEFAULT_WINDOW,

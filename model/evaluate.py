@@ -488,14 +488,17 @@ def run(args: argparse.Namespace) -> int:
     if args.simulate is not None:
         windows = dataset.simulated_windows(
             args.simulate, seed=args.sim_seed, sample_rate=args.sample_rate or trained_rate,
-            window=model.window, hop=model.hop, feature_names=model.feature_names,
+            window=model.window, hop=model.hop, feature_names=model.extract_names,
             progress=not args.quiet)
     else:
         native_rate = Path(args.data).suffix.lower() == ".npz"
         windows = dataset.file_windows(
-            args.data, window=model.window, hop=model.hop, feature_names=model.feature_names,
+            args.data, window=model.window, hop=model.hop, feature_names=model.extract_names,
             sample_rate=args.sample_rate or (None if native_rate else trained_rate),
             progress=not args.quiet, **cached_windows_options(args))
+    if model.context is not None:
+        windows = dataset.add_context(windows, model.context)
+    windows = windows.with_features(model.feature_names)
     prediction = model.predict_features(windows.features)
     config = AlertPolicyConfig.from_dict(model.alert_policy)
     result = metrics([(windows, prediction)], config, extra.get("training_ttf_median_s"))

@@ -91,6 +91,10 @@ def run(args: argparse.Namespace) -> int:
         raise LabquakeError(f"--truth {args.truth} has no answer for {missing[0]} (and "
                             f"{len(missing) - 1} more); give the truth file of these segments")
     model = bundles.load(args.model)
+    if model.context is not None:
+        raise LabquakeError(f"model {args.model} reads each window in its stream's context, "
+                            "which independent segments do not have; give a model trained "
+                            "with `labquake train --no-context`")
     features = segments.segment_features(files, window=model.window,
                                          feature_names=model.feature_names, workers=workers,
                                          progress=not args.quiet)

@@ -443,6 +443,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--ks-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
                         help="significance level of the KS feature filter; a feature with a "
                              f"lower p-value is dropped (default {DEFAULT_ALPHA})")
+    parser.add_argument("--no-context", action="store_true",
+                        help="read each window alone, without the stream-context features "
+                             "(model/context.py: the window against its stream's last "
+                             "seconds); needed for independent test segments")
     parser.add_argument("--folds", type=int, metavar="K",
                         help="first cross-validate: K folds of whole earthquake cycles, each "
                              "held out in turn; prints and stores each fold's MAE")
@@ -538,6 +542,13 @@ def run(args: argparse.Namespace) -> int:
     if len(rates) > 1:
         raise LabquakeError(f"the records have different sample rates {sorted(rates)}; "
                             "train on records of one rate")
+    context = None
+    if not args.no_context:
+        from model.context import ContextConfig
+        from model.dataset import add_context
+
+        context = ContextConfig()
+        records = [add_context(record, context) for record in records]
     selection = None
     if args.test_segments:
         selection = _ks_filter(records, args)
@@ -563,7 +574,7 @@ def run(args: argparse.Namespace) -> int:
         hop=records[0].hop, scaler_mean=mean, scaler_std=std,
         training_fingerprint=fingerprint(description),
         metrics={"validation": result} | ({"cross_validation": folds} if folds else {}),
-        alert_policy=config.to_dict(),
+        alert_policy=config.to_dict(), context=context,
         extra={
             "training_ttf_median_s": training_median,
             "sample_rate_hz": records[0].sample_rate,
@@ -702,6 +713,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
         check_alpha(args.ks_alpha)
         segment_files(args.test_segments)
+        if not args.no_context:
+            raise LabquakeError("--test-segments are independent windows without a stream's "
+                                "past, so the model must read each window alone: add "
+                                "--no-context")
     if args.folds is not None:
         from model.cross_validation import check_folds
 

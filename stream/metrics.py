@@ -182,8 +182,8 @@ class MonitorMetrics:
 class TimedPredictor:
     """A predictor that reports each batch's size and model time to ``metrics``.
 
-    Everything but ``predict`` (``version``, ``window``, ``hop``, ``alert_policy``) is the
-    wrapped predictor's.
+    Everything but ``predict`` and ``predict_in_context`` (``version``, ``window``, ``hop``,
+    ``alert_policy``, ``context``...) is the wrapped predictor's.
 
     Args:
         predictor: the model bundle (anything with ``.predict(windows, start_samples)``).
@@ -197,6 +197,12 @@ class TimedPredictor:
     def predict(self, windows: Any, start_samples: Any) -> Any:
         started = time.perf_counter()
         result = self.wrapped.predict(windows, start_samples)
+        self._metrics.observe_batch(len(windows), time.perf_counter() - started)
+        return result
+
+    def predict_in_context(self, windows: Any, start_samples: Any, contexts: Any) -> Any:
+        started = time.perf_counter()
+        result = self.wrapped.predict_in_context(windows, start_samples, contexts)
         self._metrics.observe_batch(len(windows), time.perf_counter() - started)
         return result
 

@@ -157,6 +157,8 @@ class _Stream:
     policy: AlertPolicy
     sample_rate: float | None = None  # the stream's rate, from its first chunk
     pending: int = 0  # windows of this stream waiting in the batch
+    context: Any = None  # model.context.StreamContext, for a model that reads one
+    context_state: Mapping[str, Any] | None = None  # a restarted stream's, until used
 
 
 @dataclasses.dataclass
@@ -232,8 +234,11 @@ class Pipeline:
                 self._enqueue(chunk.stream_id, stream, item)
             elif isinstance(item, Gap):
                 # The windows before the gap must reach the policy before it resets.
-                events.extend(self._run_batch())
+                events.extend(self.flush())
                 stream.policy.gap()
+                # The context's past ends at the gap too; the next window starts afresh.
+                stream.context = None
+                stream.context_state = None
                 self.counters.gaps += 1
                 events.append(GapEvent(*chunk.stream_id, item.expected_sample, item.got_sample))
             elif isinstance(item, Duplicate):
@@ -281,7 +286,13 @@ class Pipeline:
         """What a restarted process needs to continue the stream (``policy_state``): the
         alert policy's state and the stream's sample rate."""
         stream = self._streams[stream_id]
-        return {**stream.policy.snapshot(), "sample_rate": stream.sample_rate}
+        snapshot = {**stream.policy.snapshot(), "sample_rate": stream.sample_rate}
+        if stream.context is not None:
+            snapshot["context"] = {**stream.context.snapshot(),
+                                   "config": stream.context.config.to_dict()}
+        elif stream.context_state is not None:
+            snapshot["context"] = dict(stream.context_state)
+        return snapshot
 
     def drop_stream(self, stream_id: StreamId) -> None:
         """Forget a stream (its partition went to another process). Call after ``flush``."""
@@ -299,7 +310,8 @@ class Pipeline:
             policy = (AlertPolicy.restore(self.policy_config, state) if state
                       else AlertPolicy(self.policy_config))
             stream = _Stream(WindowAccumulator(self.window, self.hop), policy,
-                             sample_rate=state.get("sample_rate") if state else None)
+                             sample_rate=state.get("sample_rate") if state else None,
+                             context_state=state.get("context") if state else None)
             self._streams[stream_id] = stream
         return stream
 
@@ -316,7 +328,12 @@ class Pipeline:
             return []
         windows = np.stack([p.window.samples for p in batch])
         starts = np.array([p.window.first_sample for p in batch], dtype=np.int64)
-        ttf, tsf, p_failure = _outputs(self.predictor.predict(windows, starts))
+        if getattr(self.predictor, "context", None) is None:
+            prediction = self.predictor.predict(windows, starts)
+        else:
+            prediction = self.predictor.predict_in_context(
+                windows, starts, [self._context_call(p) for p in batch])
+        ttf, tsf, p_failure = _outputs(prediction)
         self.counters.batches += 1
         self.counters.windows += len(batch)
         events: list[Event] = []
@@ -331,6 +348,24 @@ class Pipeline:
                 round(float(p_failure[index]), PROBABILITY_DECIMALS),
             ))
         return events
+
+    def _context_call(self, pending: _PendingWindow) -> Callable[[np.ndarray], np.ndarray]:
+        """How the window's context features are made: its stream's context takes the
+        window, unless the window was seen before a restart (then it only reads)."""
+        stream = self._streams.get(pending.stream_id)
+        if stream is None:  # dropped meanwhile; its results are discarded
+            return self.predictor.new_context(self.predictor.sample_rate or 1.0).peek
+        config = self.predictor.context
+        if stream.context is None or stream.context.config != config:
+            state = stream.context_state
+            stream.context_state = None
+            stream.context = (self.predictor.restore_context(state)
+                              if state is not None and state.get("config") == config.to_dict()
+                              else self.predictor.new_context(stream.sample_rate))
+        seen = stream.policy.last_window_end_sample
+        if seen is not None and pending.window.last_sample <= seen:
+            return stream.context.peek
+        return stream.context.step
 
     def _window_events(self, stream_id: StreamId, stream: _Stream, window: Window,
                        ttf_s: float, tsf_s: float, p_failure: float) -> list[Event]:

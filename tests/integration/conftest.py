@@ -23,12 +23,15 @@ TEST_SAMPLE_RATE = 1e5
 @pytest.fixture(scope="session")
 def small_bundle(tmp_path_factory) -> Path:
     """A bundle with window 15,000 for records at 100 kHz: an untrained network with a
-    fitted scaler. These tests are about stream semantics (what reaches Redis, once),
-    so any fixed model serves; its P(failure) hovers near the threshold, which makes
-    alerts frequent and any difference between two runs visible."""
+    fitted scaler, reading each window in its stream's context as the shipped model does
+    (model/context.py), so restarts must carry that context too. These tests are about
+    stream semantics (what reaches Redis, once), so any fixed model serves; its
+    P(failure) hovers near the threshold, which makes alerts frequent and any difference
+    between two runs visible."""
     import keras
 
     from model import bundle, features, network, simulate
+    from model.context import ContextConfig, context_features
 
     keras.utils.set_random_seed(0)
     record = simulate.simulate(30, sample_rate=TEST_SAMPLE_RATE, seed=11)
@@ -36,12 +39,18 @@ def small_bundle(tmp_path_factory) -> Path:
     count = len(samples) // TEST_WINDOW
     windows = samples[: count * TEST_WINDOW].reshape(count, TEST_WINDOW)
     values = features.extract(windows, np.arange(count, dtype=np.int64) * TEST_WINDOW)
+    context = ContextConfig()
+    bases = values[:, [features.FEATURE_NAMES.index(base) for base in context.bases]]
+    values = np.concatenate([values, context_features(context, bases,
+                                                      TEST_SAMPLE_RATE / TEST_WINDOW)], axis=1)
+    names = (*features.FEATURE_NAMES, *context.names)
     mean, std = bundle.fit_scaler(values)
     path = tmp_path_factory.mktemp("bundles") / "small.lqb"
-    bundle.save(path, network.build_model(len(features.FEATURE_NAMES)),
-                feature_names=features.FEATURE_NAMES, window=TEST_WINDOW, hop=TEST_WINDOW,
+    bundle.save(path, network.build_model(len(names)),
+                feature_names=names, window=TEST_WINDOW, hop=TEST_WINDOW,
                 scaler_mean=mean, scaler_std=std, training_fingerprint="integration-tests",
-                metrics={}, alert_policy={})
+                metrics={}, alert_policy={}, context=context,
+                extra={"sample_rate_hz": TEST_SAMPLE_RATE})
     return path
 
 

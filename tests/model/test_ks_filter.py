@@ -76,7 +76,7 @@ def test_train_keeps_the_features_that_pass_and_records_the_test(
     out = tmp_path / "ks.lqb"
     code = cli.main(["train", "--data", str(data), "--sample-rate", str(RATE), "--window",
                      str(WINDOW), "--epochs", "1", "--out", str(out), "--test-segments",
-                     str(folder), "--ks-alpha", "0.3", "--workers", "1"])
+                     str(folder), "--ks-alpha", "0.3", "--workers", "1", "--no-context"])
     printed = capsys.readouterr().out.splitlines()
     assert code == 0
     model = bundle.load(out)
@@ -98,3 +98,13 @@ def test_a_missing_segment_folder_is_refused_before_training(
                      "--test-segments", str(tmp_path / "absent")])
     assert code == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def test_test_segments_need_a_model_that_reads_each_window_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = segments.write_segments(tmp_path / "test", 2, sample_rate=RATE, seed=7,
+                                     segment_samples=WINDOW, progress=False).folder
+    code = cli.main(["train", "--simulate", "60", "--out", str(tmp_path / "x.lqb"),
+                     "--test-segments", str(folder)])
+    assert code == 2
+    assert "add --no-context" in capsys.readouterr().err

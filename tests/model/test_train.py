@@ -178,8 +178,11 @@ def test_train_on_lanl_csv_writes_a_bundle_that_predicts(
     assert prediction.ttf_s.shape == prediction.p_failure.shape == (count,)
     assert np.all((prediction.p_failure >= 0) & (prediction.p_failure <= 1))
     # Training saw the same features: the dataset path and the bundle path agree.
+    # The network reads each window with its stream context (model/context.py).
+    assert model.context is not None and model.feature_names[-1] == "seconds_since_burst"
     cut = dataset.file_windows(lanl_csv, window=CSV_WINDOW, sample_rate=CSV_RATE,
                                progress=False)
+    cut = dataset.add_context(cut, model.context).with_features(model.feature_names)
     np.testing.assert_allclose(model.predict_features(cut.features).ttf_s, prediction.ttf_s,
                                rtol=1e-5, atol=1e-5)
 

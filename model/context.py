@@ -1,0 +1,230 @@
+"""Stream context: features of a window measured against the stream's own recent past.
+
+One window of 150,000 samples is 37.5 ms of a fault whose cycles last 7–16 s. Its
+absolute AE level says little on its own: the level of a whole cycle varies from one
+cycle to the next by more than it rises in the last second before failure. What does
+rise in every cycle is the level *relative to the same cycle's quiet phase*. So each
+window also gets a few features computed from the windows before it on the same stream:
+
+- ``<base>_rel``: the window's value minus the stream's baseline, the ``quantile``
+  (default 0.2: the quiet level, untouched by bursts) of the base feature over the last
+  ``lookback_s`` seconds of windows, this one included;
+- ``<base>_smooth_rel``: the mean over the last ``smooth_s`` seconds minus that baseline;
+- ``<base>_trend``: that mean minus the mean over the ``2 * smooth_s`` seconds before it;
+- ``seconds_since_burst``: seconds since the last window whose ``log_variance`` exceeded
+  the baseline by ``burst_log_ratio`` (a failure's burst; capped at ``max_since_s``).
+
+Every value is a function of the stream's earlier windows in order, so the monitor, a
+replay and training compute the same numbers: all go through :class:`StreamContext`,
+one window at a time. A gap in a stream starts a fresh context (the monitor's alert
+policy resets there too). The monitor stores the context with the alert policy's state,
+so a restarted process continues each stream where it stopped.
+
+Example:
+    >>> config = ContextConfig()
+    >>> context = StreamContext(config, windows_per_second=26.67)
+    >>> row = context.step(np.zeros(len(config.bases), np.float32))
+    >>> row.shape == (len(config.names),)
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from stream.errors import LabquakeError
+
+# Part of a bundle's features fingerprint: a changed definition must not pass as the old.
+CONTEXT_VERSION = 1
+DEFAULT_BASES = ("log_variance", "log_rolling_std_50_p50", "log_rolling_std_1000_p05",
+                 "log_max_abs")
+DEFAULT_LOOKBACK_S = 5.0
+DEFAULT_QUANTILE = 0.2
+DEFAULT_SMOOTH_S = 0.5
+# A failure's burst raises the variance 70–190 times over the quiet level (the Penn State
+# rows); 20 times (log 3.0) is well above any precursor.
+DEFAULT_BURST_LOG_RATIO = float(np.log(20.0))
+DEFAULT_MAX_SINCE_S = 20.0
+BURST_BASE = "log_variance"
+SINCE_NAME = "seconds_since_burst"
+SUFFIXES = ("rel", "smooth_rel", "trend")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextConfig:
+    """What the context features are made of; stored in a bundle's metadata.
+
+    Args:
+        bases: per-window features (``model.features`` names) measured against the past.
+        lookback_s: seconds of past windows the baseline is taken over.
+        quantile: the baseline's quantile of those windows, in (0, 1).
+        smooth_s: seconds of windows averaged for the smoothed level.
+        burst_log_ratio: natural-log excess of ``log_variance`` over the baseline that
+            marks a failure's burst.
+        max_since_s: ``seconds_since_burst`` before any burst, and its cap.
+
+    Raises:
+        LabquakeError: a value out of range.
+
+    Example:
+        >>> ContextConfig.from_dict(ContextConfig().to_dict()) == ContextConfig()
+        True
+    """
+
+    bases: tuple[str, ...] = DEFAULT_BASES
+    lookback_s: float = DEFAULT_LOOKBACK_S
+    quantile: float = DEFAULT_QUANTILE
+    smooth_s: float = DEFAULT_SMOOTH_S
+    burst_log_ratio: float = DEFAULT_BURST_LOG_RATIO
+    max_since_s: float = DEFAULT_MAX_SINCE_S
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bases", tuple(self.bases))
+        if BURST_BASE not in self.bases:
+            raise LabquakeError(f"context bases {list(self.bases)} lack {BURST_BASE}, "
+                                "which marks failures; add it")
+        if not 0.0 < self.quantile < 1.0:
+            raise LabquakeError(f"context quantile {self.quantile} is not in (0, 1)")
+        for name in ("lookback_s", "smooth_s", "burst_log_ratio", "max_since_s"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value > 0):
+                raise LabquakeError(f"context {name} {value} must be a positive number")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The context feature names, in column order."""
+        return (*(f"{base}_{suffix}" for base in self.bases for suffix in SUFFIXES),
+                SINCE_NAME)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the definitions' version."""
+        return {**dataclasses.asdict(self), "bases": list(self.bases),
+                "version": CONTEXT_VERSION}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> ContextConfig:
+        """The configuration a bundle stored.
+
+        Raises:
+            LabquakeError: it was written by another version of these definitions.
+        """
+        values = dict(values)
+        version = values.pop("version", None)
+        if version != CONTEXT_VERSION:
+            raise LabquakeError(f"the bundle's context features are version {version}, this "
+                                f"code computes version {CONTEXT_VERSION}; retrain the model "
+                                "with this version (labquake train)")
+        return cls(**values)
+
+
+class StreamContext:
+    """The context of one stream: feed it each window's base features, in order.
+
+    Args:
+        config: the definitions.
+        windows_per_second: the stream's windows per second (sample rate / hop).
+
+    Example:
+        >>> context = StreamContext(ContextConfig(), windows_per_second=10.0)
+        >>> context.step(np.ones(4, np.float32))[-1]  # no burst seen yet
+        20.0
+    """
+
+    def __init__(self, config: ContextConfig, windows_per_second: float) -> None:
+        if not (np.isfinite(windows_per_second) and windows_per_second > 0):
+            raise ValueError(f"windows_per_second must be positive, got {windows_per_second}")
+        self.config = config
+        self.windows_per_second = float(windows_per_second)
+        self._lookback = max(2, round(config.lookback_s * windows_per_second))
+        self._smooth = max(1, round(config.smooth_s * windows_per_second))
+        self._burst_column = config.bases.index(BURST_BASE)
+        self._history: collections.deque[np.ndarray] = collections.deque(
+            maxlen=max(self._lookback, 3 * self._smooth))
+        self._since_burst: int | None = None  # windows since the last burst
+
+    def step(self, base: np.ndarray) -> np.ndarray:
+        """Take the next window's base features; return its context features (float32)."""
+        config = self.config
+        row = np.asarray(base, np.float32).reshape(len(config.bases))
+        self._history.append(row)
+        past = np.asarray(self._history, np.float64)
+        baseline = np.quantile(past[-self._lookback:], config.quantile, axis=0)
+        smooth = past[-self._smooth:].mean(axis=0)
+        earlier = past[-3 * self._smooth:-self._smooth]
+        before = earlier.mean(axis=0) if len(earlier) else smooth
+        column = self._burst_column
+        if row[column] - baseline[column] > config.burst_log_ratio:
+            self._since_burst = 0
+        elif self._since_burst is not None:
+            self._since_burst += 1
+        seconds = (config.max_since_s if self._since_burst is None
+                   else min(config.max_since_s, self._since_burst / self.windows_per_second))
+        columns = np.stack([row - baseline, smooth - baseline, smooth - before], axis=1)
+        return np.append(columns.reshape(-1), seconds).astype(np.float32)
+
+    def peek(self, base: np.ndarray) -> np.ndarray:
+        """The context features of a window already taken (re-read after a restart),
+        computed from the current state, which it leaves as it is."""
+        saved = (self._history.copy(), self._since_burst)
+        try:
+            return self.step(base)
+        finally:
+            self._history, self._since_burst = saved
+
+    def reset(self) -> None:
+        """Forget the past (after a gap in the stream)."""
+        self._history.clear()
+        self._since_burst = None
+
+    def run(self, bases: np.ndarray) -> np.ndarray:
+        """:meth:`step` over consecutive windows: (n, len(bases)) in, (n, len(names)) out."""
+        out = np.empty((len(bases), len(self.config.names)), np.float32)
+        for index, base in enumerate(np.asarray(bases, np.float32)):
+            out[index] = self.step(base)
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state, restored exactly by :meth:`restore`."""
+        history = np.asarray(self._history, np.float32).reshape(-1, len(self.config.bases))
+        return {"history": base64.b64encode(history.tobytes()).decode("ascii"),
+                "since_burst": self._since_burst,
+                "windows_per_second": self.windows_per_second}
+
+    @classmethod
+    def restore(cls, config: ContextConfig, state: Mapping[str, Any]) -> StreamContext:
+        """The context a :meth:`snapshot` describes."""
+        context = cls(config, float(state["windows_per_second"]))
+        history = np.frombuffer(base64.b64decode(state["history"]), np.float32)
+        for row in history.reshape(-1, len(config.bases)):
+            context._history.append(row.copy())
+        since = state.get("since_burst")
+        context._since_burst = None if since is None else int(since)
+        return context
+
+
+def context_features(config: ContextConfig, bases: np.ndarray, windows_per_second: float,
+                     run_starts: Sequence[int] = (0,)) -> np.ndarray:
+    """Context features of a record's windows, offline, exactly as a stream computes them.
+
+    Args:
+        config: the definitions.
+        bases: float32 (n, len(config.bases)), the base features of consecutive windows.
+        windows_per_second: sample rate / hop.
+        run_starts: indices where a contiguous run of windows begins (a fresh context).
+
+    Returns:
+        float32 (n, len(config.names)).
+    """
+    bases = np.asarray(bases, np.float32)
+    out = np.empty((len(bases), len(config.names)), np.float32)
+    bounds = sorted({0, *run_starts, len(bases)})
+    for low, high in itertools.pairwise(bounds):
+        out[low:high] = StreamContext(config, windows_per_second).run(bases[low:high])
+    return out

@@ -1,0 +1,130 @@
+"""Stream context features: definitions, streaming = offline, peek, snapshot, config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from model.context import (
+    CONTEXT_VERSION,
+    SINCE_NAME,
+    ContextConfig,
+    StreamContext,
+    context_features,
+)
+from stream.errors import LabquakeError
+
+pytestmark = pytest.mark.unit
+
+ONE_BASE = ContextConfig(bases=("log_variance",), lookback_s=1.0, smooth_s=0.2)
+RATE = 10.0  # windows per second: lookback 10 windows, smoothing 2
+
+
+def _bases(n: int, seed: int = 0, columns: int = 4) -> np.ndarray:
+    return np.random.default_rng(seed).normal(2.0, 0.3, (n, columns)).astype(np.float32)
+
+
+def test_names_follow_the_bases_then_the_burst_clock():
+    assert ONE_BASE.names == ("log_variance_rel", "log_variance_smooth_rel",
+                              "log_variance_trend", SINCE_NAME)
+    assert len(ContextConfig().names) == 3 * len(ContextConfig().bases) + 1
+
+
+def test_each_feature_is_its_one_line_definition():
+    values = np.array([1.0, 1.0, 1.0, 1.0, 3.0, 3.0], np.float32)
+    rows = StreamContext(ONE_BASE, RATE).run(values[:, None])
+    # Baseline: 20th percentile of the last 10 windows (all so far); smoothing over 2.
+    for index, row in enumerate(rows):
+        past = values[: index + 1].astype(np.float64)
+        baseline = np.quantile(past[-10:], 0.2)
+        smooth = past[-2:].mean()
+        earlier = past[-6:-2]
+        before = earlier.mean() if len(earlier) else smooth
+        np.testing.assert_allclose(row[:3], [values[index] - baseline, smooth - baseline,
+                                             smooth - before], rtol=1e-6)
+    assert rows[4, 0] == pytest.approx(2.0) and rows[5, 2] == pytest.approx(2.0)
+
+
+def test_seconds_since_burst_counts_from_a_failure_burst():
+    level = np.full(30, 1.0, np.float32)
+    level[12] = 1.0 + ONE_BASE.burst_log_ratio + 0.5  # a failure's burst
+    level[20] = 1.0 + ONE_BASE.burst_log_ratio - 0.5  # a precursor: not a burst
+    since = StreamContext(ONE_BASE, RATE).run(level[:, None])[:, -1]
+    assert np.all(since[:12] == ONE_BASE.max_since_s)
+    np.testing.assert_allclose(since[12:], np.arange(18) / RATE, rtol=1e-6)
+    capped = StreamContext(ONE_BASE, 0.1).run(level[:, None])[:, -1]
+    assert capped[-1] == ONE_BASE.max_since_s  # 17 windows at 0.1/s: 170 s, capped at 20
+
+
+def test_offline_equals_one_window_at_a_time_and_restarts_at_run_starts():
+    config = ContextConfig()
+    bases = _bases(300)
+    stepped = StreamContext(config, 26.7)
+    one_by_one = np.stack([stepped.step(row) for row in bases])
+    np.testing.assert_array_equal(context_features(config, bases, 26.7), one_by_one)
+    split = context_features(config, bases, 26.7, run_starts=[0, 120])
+    np.testing.assert_array_equal(split[:120], one_by_one[:120])
+    np.testing.assert_array_equal(split[120:], context_features(config, bases[120:], 26.7))
+    assert not np.array_equal(split[120:], one_by_one[120:])
+
+
+def test_peek_reads_without_taking():
+    config = ContextConfig()
+    bases = _bases(60)
+    reference = StreamContext(config, 26.7).run(bases)
+    context = StreamContext(config, 26.7)
+    context.run(bases[:40])
+    peeked = context.peek(bases[40])
+    context.peek(bases[0] + 5.0)  # a window seen before a restart: no trace left
+    np.testing.assert_array_equal(peeked, reference[40])
+    np.testing.assert_array_equal(context.run(bases[40:]), reference[40:])
+
+
+@pytest.mark.parametrize("stop", [0, 1, 7, 150, 299])
+def test_a_snapshot_through_json_continues_exactly(stop: int):
+    config = ContextConfig()
+    bases = _bases(300, seed=stop)
+    bases[100, 0] += 10.0  # a burst, so the clock is running at some stops
+    reference = StreamContext(config, 26.7).run(bases)
+    first = StreamContext(config, 26.7)
+    first.run(bases[:stop])
+    state = json.loads(json.dumps(first.snapshot()))
+    second = StreamContext.restore(config, state)
+    np.testing.assert_array_equal(second.run(bases[stop:]), reference[stop:])
+
+
+def test_reset_forgets_the_past():
+    config = ContextConfig()
+    bases = _bases(50)
+    context = StreamContext(config, 26.7)
+    context.run(bases[:30])
+    context.reset()
+    np.testing.assert_array_equal(context.run(bases[30:]),
+                                  StreamContext(config, 26.7).run(bases[30:]))
+
+
+def test_config_round_trips_and_refuses_another_version():
+    config = ContextConfig(lookback_s=4.0)
+    stored = json.loads(json.dumps(config.to_dict()))
+    assert stored["version"] == CONTEXT_VERSION
+    assert ContextConfig.from_dict(stored) == config
+    with pytest.raises(LabquakeError, match="retrain"):
+        ContextConfig.from_dict({**stored, "version": CONTEXT_VERSION + 1})
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"quantile": 1.0}, "quantile"),
+    ({"lookback_s": 0.0}, "lookback_s"),
+    ({"smooth_s": float("nan")}, "smooth_s"),
+    ({"bases": ("log_max_abs",)}, "log_variance"),
+])
+def test_a_bad_config_is_refused(changes: dict, message: str):
+    with pytest.raises(LabquakeError, match=message):
+        ContextConfig(**changes)
+
+
+def test_windows_per_second_must_be_positive():
+    with pytest.raises(ValueError, match="windows_per_second"):
+        StreamContext(ContextConfig(), 0.0)
