@@ -228,15 +228,16 @@ class Bundle:
         """The ``model.features`` columns :meth:`extract` computes."""
         return self._extract_names
 
-    def new_context(self, sample_rate: float) -> StreamContext:
-        """A fresh :class:`model.context.StreamContext` for a stream at ``sample_rate``.
+    def new_context(self, sample_rate: float, hop: int | None = None) -> StreamContext:
+        """A fresh :class:`model.context.StreamContext` for a stream at ``sample_rate``
+        whose windows start ``hop`` samples apart (default: the bundle's hop).
 
         Raises:
             ValueError: the bundle has no context.
         """
         if self._context is None:
             raise ValueError(f"model bundle {self.path} reads each window alone (no context)")
-        return StreamContext(self._context, sample_rate / self.hop)
+        return StreamContext(self._context, sample_rate / (hop or self.hop))
 
     def restore_context(self, state: Mapping[str, Any]) -> StreamContext:
         """The :class:`model.context.StreamContext` of a snapshot taken with this bundle's

@@ -354,14 +354,14 @@ class Pipeline:
         window, unless the window was seen before a restart (then it only reads)."""
         stream = self._streams.get(pending.stream_id)
         if stream is None:  # dropped meanwhile; its results are discarded
-            return self.predictor.new_context(self.predictor.sample_rate or 1.0).peek
+            return self.predictor.new_context(self.predictor.sample_rate or 1.0, self.hop).peek
         config = self.predictor.context
         if stream.context is None or stream.context.config != config:
             state = stream.context_state
             stream.context_state = None
             stream.context = (self.predictor.restore_context(state)
                               if state is not None and state.get("config") == config.to_dict()
-                              else self.predictor.new_context(stream.sample_rate))
+                              else self.predictor.new_context(stream.sample_rate, self.hop))
         seen = stream.policy.last_window_end_sample
         if seen is not None and pending.window.last_sample <= seen:
             return stream.context.peek

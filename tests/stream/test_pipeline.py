@@ -165,10 +165,10 @@ class ContextLoudnessModel(LoudnessModel):
         self.context = ContextConfig(bases=("log_variance",), lookback_s=1.0, smooth_s=0.2)
         self.sample_rate = RATE
 
-    def new_context(self, sample_rate):
+    def new_context(self, sample_rate, hop):
         from model.context import StreamContext
 
-        return StreamContext(self.context, sample_rate / WINDOW)
+        return StreamContext(self.context, sample_rate / hop)
 
     def restore_context(self, state):
         from model.context import StreamContext
