@@ -96,9 +96,18 @@ def power_spectrogram(signals: np.ndarray) -> np.ndarray:
         (1, 9, 1025)
     """
     signals = np.asarray(signals, dtype=np.float32)
-    padded = np.pad(signals, ((0, 0), (N_FFT // 2, N_FFT // 2)))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT, axis=-1)[:, ::HOP_LENGTH]
-    batch, n_frames, _ = frames.shape
+    batch, n_samples = signals.shape
+    # np.pad's zeros and sliding_window_view's frames, built directly: both are pure
+    # Python overhead here, run with the GIL held while other threads wait for it.
+    padded = np.empty((batch, n_samples + N_FFT), np.float32)
+    padded[:, :N_FFT // 2] = 0.0
+    padded[:, N_FFT // 2:N_FFT // 2 + n_samples] = signals
+    padded[:, N_FFT // 2 + n_samples:] = 0.0
+    n_frames = frame_count(n_samples)
+    frames = np.lib.stride_tricks.as_strided(
+        padded, (batch, n_frames, N_FFT),
+        (padded.strides[0], HOP_LENGTH * padded.strides[1], padded.strides[1]),
+        writeable=False)
     power = np.empty((batch, n_frames, N_BINS), np.float32)
     windowed = np.empty((FRAMES_PER_BLOCK, N_FFT), np.float32)
     for row in range(batch):

@@ -1,7 +1,8 @@
 """Feature extraction spread over worker processes, with one progress bar.
 
-Feature extraction is NumPy/SciPy work that holds the GIL most of the time, so threads
-do not scale it; processes do. Workers are started with ``spawn``: the parent may
+Feature extraction is NumPy/SciPy work that holds the GIL about 40 % of its time (NumPy's
+cumulative sums and the Python around many short calls, ``py-spy --gil``), so threads
+scale it only in part; processes do. Workers are started with ``spawn``: the parent may
 already run TensorFlow, whose threads do not survive a ``fork``. Each job reads its own
 input (a stretch of a cached record, a few segment files) and returns small results,
 so no samples are pickled between processes.
@@ -106,8 +107,11 @@ def _exit_with_parent(parent: int) -> None:
     """In a worker: exit when the parent process is gone (killed, crashed).
 
     A worker holds both ends of its job queue, so it would otherwise wait for jobs
-    forever after its parent died; the jobs it finished are already saved.
+    forever after its parent died; the jobs it finished are already saved. The workers
+    share the cores already, so each extracts features on one thread unless
+    ``LABQUAKE_FEATURE_THREADS`` says otherwise.
     """
+    os.environ.setdefault("LABQUAKE_FEATURE_THREADS", "1")
 
     def watch() -> None:
         while os.getppid() == parent:

@@ -257,3 +257,54 @@ def test_empty_batch():
 def test_bad_input_raises_labquake_error(windows, starts, names, message):
     with pytest.raises(LabquakeError, match=re.escape(message)):
         features.extract(windows, starts, names=names)
+
+
+def test_values_do_not_depend_on_the_threads(short_windows):
+    starts = np.arange(len(short_windows), dtype=np.int64) * 5_003
+    one = features.extract(short_windows, starts, threads=1)
+    # Two threads cut the batch into two chunks of 10; MAX_THREADS into finer ones.
+    for threads in (2, features.MAX_THREADS):
+        np.testing.assert_array_equal(
+            features.extract(short_windows, starts, threads=threads), one)
+    lanl = lanl_like(3, LANL_WINDOW, seed=4)  # one window a chunk, an odd count
+    np.testing.assert_array_equal(features.extract(lanl, threads=2),
+                                  features.extract(lanl, threads=1))
+
+
+def test_threads_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv(features.THREADS_ENV, "1")
+    assert features.default_threads() == 1
+    monkeypatch.setenv(features.THREADS_ENV, str(features.MAX_THREADS))
+    assert features.default_threads() == features.MAX_THREADS
+    monkeypatch.delenv(features.THREADS_ENV)
+    assert 1 <= features.default_threads() <= features.MAX_THREADS
+
+
+@pytest.mark.parametrize("setting", ["0", "two", "-1", str(features.MAX_THREADS + 1)])
+def test_bad_thread_setting_raises_labquake_error(monkeypatch, setting):
+    monkeypatch.setenv(features.THREADS_ENV, setting)
+    with pytest.raises(LabquakeError, match=features.THREADS_ENV):
+        features.extract(np.zeros((1, 4096), np.int16))
+
+
+@pytest.mark.parametrize("threads", [0, features.MAX_THREADS + 1, 1.5, True])
+def test_bad_thread_count_raises_labquake_error(threads):
+    with pytest.raises(LabquakeError, match="threads="):
+        features.extract(np.zeros((1, 4096), np.int16), threads=threads)
+
+
+def test_an_error_in_a_chunk_reaches_the_caller(monkeypatch):
+    real_denoise = features._denoise
+
+    def failing_denoise(windows, start_samples):
+        if 3 in start_samples:  # the second of two chunks, on whichever thread
+            raise ValueError("boom")
+        return real_denoise(windows, start_samples)
+
+    monkeypatch.setattr(features, "_denoise", failing_denoise)
+    with pytest.raises(ValueError, match="boom"):
+        features.extract(np.zeros((4, 4096), np.int16), np.arange(4), threads=2)
+    # The pool is still usable afterwards.
+    monkeypatch.setattr(features, "_denoise", real_denoise)
+    assert features.extract(np.zeros((4, 4096), np.int16), threads=2).shape == (
+        4, len(features.FEATURE_NAMES))
