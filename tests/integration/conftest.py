@@ -77,13 +77,24 @@ def labquake(*args: str, services, **kwargs) -> subprocess.Popen:
     stdout = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by finish() or kill()
     stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
     process = subprocess.Popen([sys.executable, "-m", "stream", *args], cwd=REPO_ROOT,
-                               env=env, stdout=stdout, stderr=stderr, text=True, **kwargs)
+                               env=env, stdout=stdout, stderr=stderr, text=True,
+                               preexec_fn=_as_from_a_terminal, **kwargs)
     process.output_files = (stdout, stderr)  # type: ignore[attr-defined]
     _started.append(process)
     return process
 
 
 _started: list[subprocess.Popen] = []
+
+
+def _as_from_a_terminal() -> None:
+    """In the child: Ctrl-C's default action, as a shell gives a command it runs.
+
+    A test runner started in the background by a non-interactive shell inherits SIGINT
+    ignored, and so would every process it starts: Python then installs no
+    KeyboardInterrupt handler, and a test of what Ctrl-C does would test nothing.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(autouse=True)
