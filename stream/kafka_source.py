@@ -146,6 +146,10 @@ class KafkaSource:
             partitions = None
         if partitions:
             self._consumer.subscribe([self.topic], listener=self._listener)
+            # One metadata fetch now, so the group is joined with the topic's partitions
+            # already in the consumer's view: joined with an empty view, kafka-python
+            # rebalances a second time as soon as the view fills in.
+            self._consumer.topics()
             self._subscribed = True
             if self._waiting_since is not None:
                 log.info("topic %s has %d partition(s): joining the group", self.topic,

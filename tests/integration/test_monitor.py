@@ -44,6 +44,9 @@ def test_end_to_end_the_alert_log_equals_the_replay(
     code, _, err = finish(labquake(*monitor_args(kafka_topic, unique_name, small_bundle,
                                                  "--stop-after-idle", IDLE), services=services))
     assert code == 0, err[-2000:]
+    # One rebalance at start: a second one, right after the first, once left a monitor
+    # stuck in it with its partition unread.
+    assert err.count("assigned partitions:") == 1, err[-3000:]
     expected = replay_alerts(small_record, small_bundle, "rig1")
     assert len(expected) >= 10
     assert logged_alerts(redis_client, unique_name) == expected
@@ -68,6 +71,7 @@ def test_a_monitor_started_before_its_topic_exists_waits_for_it_then_reads_it_al
                  "the whole record's alerts")
         assert logged_alerts(redis_client, unique_name) == expected
         assert f"topic {topic} has 1 partition(s): joining the group" in stderr_so_far(monitor)
+        assert stderr_so_far(monitor).count("assigned partitions:") == 1
     finally:
         kill(monitor)
 
