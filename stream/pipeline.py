@@ -32,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -41,6 +42,8 @@ import numpy as np
 from stream.alert_policy import AlertPolicy, AlertPolicyConfig
 from stream.windows import Duplicate, Gap, Window, WindowAccumulator
 from stream.wire import Chunk
+
+log = logging.getLogger(__name__)
 
 StreamId = tuple[str, str]
 
@@ -309,6 +312,13 @@ class Pipeline:
             state = self._policy_state(stream_id) if self._policy_state else None
             policy = (AlertPolicy.restore(self.policy_config, state) if state
                       else AlertPolicy(self.policy_config))
+            if policy.last_window_end_sample is not None:
+                # A restart re-reads a little; a counter started again from 0 under the
+                # same name re-reads everything, and alerts nothing it has alerted before.
+                log.info("%s/%s continues from its stored state: windows ending at or "
+                         "before sample %d were processed already and raise no alert "
+                         "again (a new recording should use a new instrument name or "
+                         "namespace)", *stream_id, policy.last_window_end_sample)
             stream = _Stream(WindowAccumulator(self.window, self.hop), policy,
                              sample_rate=state.get("sample_rate") if state else None,
                              context_state=state.get("context") if state else None)
