@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import logging
 import math
 import os
 import tempfile
@@ -478,9 +477,6 @@ def run(args: argparse.Namespace) -> int:
     from model import dataset
     from stream.alert_policy import AlertPolicyConfig
 
-    if args.quiet and not getattr(args, "verbose", False):
-        # Only warnings and errors for the operator; an explicit -v still wins.
-        logging.getLogger().setLevel(logging.WARNING)
     check_cache_arguments(args)
     model = bundles.load(args.model)
     extra = model.metadata.get("extra", {})

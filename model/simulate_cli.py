@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 import time
@@ -97,9 +96,6 @@ def run(args: argparse.Namespace) -> int:
     from model.simulate import LabFault, record_samples
     from stream.errors import LabquakeError
 
-    if args.quiet and not getattr(args, "verbose", False):
-        # Only warnings and errors for the operator; an explicit -v still wins.
-        logging.getLogger().setLevel(logging.WARNING)
     started = time.monotonic()
     out = Path(args.out)
     if args.segments is not None:

@@ -532,9 +532,6 @@ def run(args: argparse.Namespace) -> int:
         0 on success (errors raise ``LabquakeError``).
     """
     started = time.monotonic()
-    if args.quiet and not getattr(args, "verbose", False):
-        # Only warnings and errors for the operator; an explicit -v still wins.
-        logging.getLogger().setLevel(logging.WARNING)
     config = _policy_config(args)
     _check_arguments(args)
     records, description = _read_training_data(args)

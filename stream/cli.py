@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if args.log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    # --quiet (the long verbs): warnings and errors only; an explicit -v still wins.
+    quiet = getattr(args, "quiet", False) and not args.verbose
+    logging.basicConfig(level=logging.DEBUG if args.verbose else
+                        logging.WARNING if quiet else logging.INFO,
                         handlers=[handler], force=True)
     if not args.verbose:
         # kafka-python logs every connection at INFO; an operator needs its warnings only.

@@ -940,9 +940,6 @@ def run(args: argparse.Namespace) -> int:
     object), return the exit code."""
     from tqdm import tqdm
 
-    if args.quiet and not getattr(args, "verbose", False):
-        # Only warnings and errors for the operator; an explicit -v still wins.
-        logging.getLogger().setLevel(logging.WARNING)
     check_arguments(args)
     settings = resolve(args)
     source = _open_source(args)
