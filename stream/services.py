@@ -329,7 +329,12 @@ def _cluster_id() -> str:
     # The same encoding as StorageTool random-uuid: a URL-safe base64 UUID without padding.
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # One in 64 of those starts with "-", which kafka-storage's parser takes for an option:
+    # draw again until it does not.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def kafka_ready(bootstrap: str, timeout_s: float = 2.0,
