@@ -303,14 +303,14 @@ class Bundle:
             )
         if windows.shape[0] == 0:
             return _empty_prediction()
-        extracted = self.extract(windows, start_samples)
-        context_rows = None
-        if self._context is not None:
-            rate = sample_rate if sample_rate is not None else self.sample_rate
-            if rate is None:
-                raise ValueError("this bundle's context needs the windows' sample rate")
-            context_rows = self.new_context(rate).run(self.context_bases(extracted))
-        return self.predict_features(self.assemble(extracted, context_rows))
+        if self._context is None:
+            return self.predict_features(self.assemble(self.extract(windows, start_samples),
+                                                       None))
+        rate = sample_rate if sample_rate is not None else self.sample_rate
+        if rate is None:
+            raise ValueError("this bundle's context needs the windows' sample rate")
+        context = self.new_context(rate)
+        return self.predict_in_context(windows, start_samples, [context.step] * len(windows))
 
     def predict_in_context(self, windows: np.ndarray, start_samples: np.ndarray,
                            contexts: Sequence[Callable[[np.ndarray], np.ndarray]]) -> Prediction:
