@@ -51,6 +51,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from model import kernels
 from model.context import ContextConfig, StreamContext
 from model.network import OUTPUT_NAMES
 from stream.errors import LabquakeError
@@ -511,6 +512,8 @@ def load(path: str | os.PathLike[str]) -> Bundle:
             f"{len(model.outputs)} outputs, not (None, 1, {n_features}) with "
             f"{len(OUTPUT_NAMES)}; {REMEDY}"
         )
+    # The features' compiled kernels, ready before the first batch rather than during it.
+    kernels.warm_up()
     return Bundle(path, model, metadata, features_module)
 
 

@@ -19,14 +19,14 @@ The work is vectorised over the batch; rows are processed in chunks of about
 chunk and shared by the features that need them.
 
 The chunks of a batch are computed on several threads at once: the calling thread and up
-to ``MAX_THREADS - 1`` of one module-level pool, made at the first threaded call. NumPy's
-ufuncs, partitions and takes and SciPy's FFTs release the GIL on a chunk's arrays; NumPy's
-cumulative sums and the Python around the many short calls do not, about 40 % of a
-150,000-sample window's time (``py-spy --gil``), so threads help only on idle cores and
-by less than their number. The number of threads is ``extract``'s ``threads`` argument;
-by default the environment variable ``LABQUAKE_FEATURE_THREADS`` (1 to ``MAX_THREADS``),
-else one per core, at most ``MAX_THREADS``. Each row's features are the same bits
-whatever the threads and chunks.
+to ``MAX_THREADS - 1`` of one module-level pool, made at the first threaded call. The
+per-sample loops (the noise, the running sums of the rolling statistics, the STFT's
+framing and squares) are compiled (``model.kernels``, bit for bit the NumPy formulas)
+and, like NumPy's ufuncs, partitions and SciPy's FFTs, run without the GIL; the Python
+between the calls holds it, so threads help by less than their number. The number of
+threads is ``extract``'s ``threads`` argument; by default the environment variable
+``LABQUAKE_FEATURE_THREADS`` (1 to ``MAX_THREADS``), else one per core, at most
+``MAX_THREADS``. Each row's features are the same bits whatever the threads and chunks.
 
 Example:
     >>> import numpy as np
@@ -53,19 +53,16 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import scipy.special
 
-from model import mfcc
+from model import kernels, mfcc
 from stream.errors import LabquakeError
 
 FEATURES_VERSION = 1
 MIN_WINDOW_LEN = 4096
 CHUNK_SAMPLES = 1 << 18
-# With several threads, chunks twice as large: fewer and longer NumPy calls a window, so
-# fewer hand-offs of the GIL between the threads (measured: 1.2x the throughput of
-# CHUNK_SAMPLES on two threads, though 5 % slower on one).
+# With several threads, chunks twice as large: fewer and longer calls a window, so fewer
+# hand-offs of the GIL between the threads (measured on two threads, 150,000-sample
+# windows: 52-53 MS/s against 44-45 MS/s with chunks of 1 << 17; on one, 5 % slower).
 THREADED_CHUNK_SAMPLES = 1 << 19
-# Samples (over all rows) per segment of the rolling statistics' pass: its float64 sums
-# and intermediates, about 16 bytes a sample, then stay in a core's cache.
-ROLLING_SEGMENT_SAMPLES = 1 << 14
 
 NOISE_STD = 0.5
 # Part of the definition of every feature: changing it changes every trained model's inputs.
@@ -143,8 +140,8 @@ def _denoise(windows: np.ndarray, start_samples: Sequence[int]) -> np.ndarray:
         draws = np.random.PCG64([NOISE_SEED, start]).random_raw(words)
         # Fixed byte order, so the 16-bit words are the same on any machine.
         levels = draws.astype("<u8", copy=False).view("<u2")[:length]
-        np.take(_NOISE_TABLE, levels, out=signal[row], mode="clip")
-    signal += windows
+        # The noise's value for each level plus the sample, in one compiled pass.
+        kernels.add_noise(_NOISE_TABLE, levels, windows[row], signal[row])
     half = length // 2
     ordered = np.partition(signal, half, axis=1)
     median = ordered[:, half]
@@ -227,111 +224,6 @@ class _Plan:
     runs: frozenset[_Runs]  # every set of runs a chosen feature reads
     percents: dict[_Runs, tuple[int, ...]]  # the rolling-std percentiles asked, by runs
 
-    @property
-    def unit_stride_widths(self) -> tuple[int, ...]:
-        return tuple(sorted({width for width, stride in self.runs if stride == 1}))
-
-    @property
-    def prefix_steps(self) -> tuple[int, ...]:
-        """The steps at which strided runs read the running sums (see ``_prefix_step``)."""
-        return tuple(sorted({_prefix_step(*runs) for runs in self.runs if runs[1] > 1}))
-
-
-def _prefix_step(width: int, stride: int) -> int:
-    # Runs of `width` every `stride` samples start and end on multiples of this step.
-    return math.gcd(width, stride)
-
-
-@dataclasses.dataclass(frozen=True)
-class _RollingPass:
-    """The results of one pass of running sums over a chunk's rows.
-
-    ``unit_variance[width]``: float32 sample variance of every run of ``width``
-    consecutive samples. ``prefix[step]``: complex128 running sums at every ``step``-th
-    sample, ``prefix[step][:, k]`` = sum of x (real part) and of x**2 (imaginary part)
-    over the first ``k * step`` samples.
-    """
-
-    unit_variance: dict[int, np.ndarray]
-    prefix: dict[int, np.ndarray]
-
-
-def _rolling_pass(signal: np.ndarray, widths: Sequence[int],
-                  steps: Sequence[int]) -> _RollingPass:
-    """float64 running sums of x and x**2 in one pass, segment by segment.
-
-    A run's sum is the difference of two running sums, and float64 keeps that
-    difference exact enough. Both sums ride in one complex array: a cumulative sum is a
-    chain of dependent additions, and the complex one runs the two chains side by side
-    (the same float64 additions, bit for bit) in the time of one. The pass goes segment
-    by segment so that a segment's sums and the runs' intermediates stay in the core's
-    cache; each segment's sums start from the exact total of the ones before, so they
-    are bit for bit the sums of one cumulative pass over the whole row.
-    """
-    batch, length = signal.shape
-    reach = max(widths, default=0)  # how far back a run's start lies from its end
-    segment = max(1, ROLLING_SEGMENT_SAMPLES // batch)
-    # sums[:, reach + j] is the running sum up to (excluding) sample start + j; the
-    # first `reach` entries keep the previous segment's last ones.
-    sums = np.empty((batch, reach + segment + 1), np.complex128)
-    parts = sums.view(np.float64)
-    sums[:, reach] = 0.0
-    unit_variance = {width: np.empty((batch, length - width + 1), np.float32)
-                     for width in widths}
-    # Only steps that no other step divides are gathered segment by segment; the others
-    # are every k-th of one of those, taken at the end.
-    gathered = [step for step in steps if not any(step % other == 0 for other in steps
-                                                  if other < step)]
-    prefix = {step: np.empty((batch, length // step + 1), np.complex128) for step in gathered}
-    for start in range(0, length, segment):
-        stop = min(start + segment, length)
-        count = stop - start
-        if start:
-            sums[:, :reach + 1] = sums[:, segment:segment + reach + 1]
-        values = slice(2 * (reach + 1), 2 * (reach + 1 + count))
-        parts[:, values][:, 0::2] = signal[:, start:stop]
-        np.square(parts[:, values][:, 0::2], out=parts[:, values][:, 1::2])
-        np.cumsum(sums[:, reach:reach + count + 1], axis=1,
-                  out=sums[:, reach:reach + count + 1])
-        for width in widths:
-            # The runs that end in this segment: ends e in (start, stop], e >= width.
-            first_end = max(start + 1, width)
-            if first_end > stop:
-                continue
-            ends = slice(reach + first_end - start, reach + count + 1)
-            starts = slice(ends.start - width, ends.stop - width)
-            _run_variance(sums[:, ends], sums[:, starts], width,
-                          out=unit_variance[width][:, first_end - width:stop - width + 1])
-        for step in gathered:
-            offset = -start % step
-            taken = sums[:, reach + offset:reach + count:step]
-            first = (start + offset) // step
-            prefix[step][:, first:first + taken.shape[1]] = taken
-    for step in gathered:
-        if length % step == 0:
-            prefix[step][:, length // step] = sums[:, reach + length - start]
-    for step in steps:
-        if step not in prefix:
-            divisor = max(known for known in prefix if step % known == 0)
-            prefix[step] = np.ascontiguousarray(prefix[divisor][:, ::step // divisor])
-    return _RollingPass(unit_variance, prefix)
-
-
-def _run_variance(last: np.ndarray, first: np.ndarray, width: int,
-                  out: np.ndarray | None = None) -> np.ndarray:
-    """float32 sample variances of runs of ``width`` from their complex running sums at
-    their ends (``last``) and starts (``first``), written to ``out`` if given."""
-    window_sums = last.real - first.real
-    window_squares = last.imag - first.imag
-    # width * sum(x**2) - sum(x)**2 = width * (width - 1) * variance, in float64 (the
-    # difference cancels), scaled once it is float32: fewer float64 passes. dtype=float32
-    # rounds the difference to float32 first, then scales in float32.
-    np.square(window_sums, out=window_sums)
-    window_squares *= width
-    window_squares -= window_sums
-    return np.multiply(window_squares, np.float32(1.0 / (width * (width - 1))),
-                       dtype=np.float32, out=out)
-
 
 _Value = TypeVar("_Value")
 
@@ -365,7 +257,6 @@ class _Chunk:
     def __init__(self, signal: np.ndarray, plan: _Plan):
         self.signal = signal
         self._plan = plan
-        self._rolling_variance: dict[_Runs, np.ndarray] = {}
         self._above: dict[float, list[np.ndarray]] = {}  # see count_over
         self._rolling_percentiles: dict[_Runs, dict[int, np.ndarray]] = {}
 
@@ -420,9 +311,14 @@ class _Chunk:
         return np.array([len(values) for values in above], np.int64)
 
     @_cached_property
-    def rolling_pass(self) -> _RollingPass:
-        return _rolling_pass(self.signal, self._plan.unit_stride_widths,
-                             self._plan.prefix_steps)
+    def rolling_variances(self) -> dict[_Runs, np.ndarray]:
+        """Every set of runs the chosen features read, in one compiled pass (``model.kernels``).
+
+        Each run's sum is the difference of two float64 running sums, and float64 keeps
+        that difference exact enough; the pass is sequential, so the sums are bit for bit
+        those of ``np.cumsum`` over the whole row, and it runs without the GIL.
+        """
+        return kernels.rolling_variances(self.signal, tuple(sorted(self._plan.runs)))
 
     def rolling_variance(self, width: int, stride: int) -> np.ndarray:
         """Sample variance (ddof=1) of the runs of ``width`` samples starting every
@@ -430,20 +326,7 @@ class _Chunk:
 
         Rounding can leave a constant run a hair below zero; users clip what they pick.
         """
-        runs = (width, stride)
-        if runs not in self._rolling_variance:
-            if stride == 1:
-                variance = self.rolling_pass.unit_variance[width]
-            else:
-                step = _prefix_step(width, stride)
-                sums = self.rolling_pass.prefix[step]
-                count = (self.signal.shape[1] - width) // stride + 1
-                span = (count - 1) * (stride // step) + 1
-                first = sums[:, 0:span:stride // step]
-                last = sums[:, width // step:width // step + span:stride // step]
-                variance = _run_variance(last, first, width)
-            self._rolling_variance[runs] = variance
-        return self._rolling_variance[runs]
+        return self.rolling_variances[(width, stride)]
 
     def rolling_std_percentile(self, width: int, stride: int, percent: int) -> np.ndarray:
         """``np.percentile`` of the rolling std over runs of ``width`` every ``stride``; the
@@ -715,8 +598,14 @@ def extract(windows: np.ndarray, start_samples: np.ndarray | None = None,
     # rather than left to one thread (a row's features do not depend on its chunk).
     chunk_samples = CHUNK_SAMPLES if threads == 1 else THREADED_CHUNK_SAMPLES
     rows_per_chunk = max(1, min(chunk_samples // length, -(-batch // threads)))
-    chunks = [slice(first, first + rows_per_chunk)
-              for first in range(0, batch, rows_per_chunk)]
+    # As many chunks as that takes, rounded up to a multiple of the threads, of sizes
+    # that differ by at most one row: the threads finish together.
+    needed = math.ceil(batch / rows_per_chunk)
+    count = min(batch, math.ceil(needed / threads) * threads)
+    bounds = [batch * part // count for part in range(count + 1)] if batch else [0]
+    # Largest first, so the last ones to be taken are the small ones.
+    chunks = sorted((slice(first, stop) for first, stop in itertools.pairwise(bounds)),
+                    key=lambda rows: rows.start - rows.stop)
 
     def compute(rows: slice) -> None:
         chunk = _Chunk(_denoise(windows[rows], starts[rows]), plan)

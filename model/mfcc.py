@@ -29,6 +29,8 @@ import numpy as np
 import scipy.fft
 import scipy.sparse
 
+from model import kernels
+
 SAMPLE_RATE = 22_050
 N_FFT = 2048
 HOP_LENGTH = 512
@@ -95,31 +97,20 @@ def power_spectrogram(signals: np.ndarray) -> np.ndarray:
         >>> power_spectrogram(np.ones((1, 4096), np.float32)).shape
         (1, 9, 1025)
     """
-    signals = np.asarray(signals, dtype=np.float32)
+    signals = np.ascontiguousarray(signals, dtype=np.float32)
     batch, n_samples = signals.shape
-    # np.pad's zeros and sliding_window_view's frames, built directly: both are pure
-    # Python overhead here, run with the GIL held while other threads wait for it.
-    padded = np.empty((batch, n_samples + N_FFT), np.float32)
-    padded[:, :N_FFT // 2] = 0.0
-    padded[:, N_FFT // 2:N_FFT // 2 + n_samples] = signals
-    padded[:, N_FFT // 2 + n_samples:] = 0.0
     n_frames = frame_count(n_samples)
-    frames = np.lib.stride_tricks.as_strided(
-        padded, (batch, n_frames, N_FFT),
-        (padded.strides[0], HOP_LENGTH * padded.strides[1], padded.strides[1]),
-        writeable=False)
     power = np.empty((batch, n_frames, N_BINS), np.float32)
     windowed = np.empty((FRAMES_PER_BLOCK, N_FFT), np.float32)
     for row in range(batch):
         for first in range(0, n_frames, FRAMES_PER_BLOCK):
-            block = frames[row, first:first + FRAMES_PER_BLOCK]
-            count = block.shape[0]
-            np.multiply(block, hann_window(), out=windowed[:count])
+            count = min(FRAMES_PER_BLOCK, n_frames - first)
+            # Framing (zero-padded at the ends, as np.pad would), the Hann window and
+            # |z|**2 are compiled loops (model.kernels): one pass each, without the GIL.
+            kernels.hann_frames(signals[row], hann_window(), first, HOP_LENGTH,
+                                windowed[:count])
             spectrum = scipy.fft.rfft(windowed[:count], axis=-1)
-            # |z|**2 from the interleaved (re, im) float32 pairs, in place: no hypot.
-            parts = spectrum.view(np.float32)
-            np.square(parts, out=parts)
-            np.add(parts[:, 0::2], parts[:, 1::2], out=power[row, first:first + count])
+            kernels.power(spectrum, power[row, first:first + count])
     return power
 
 

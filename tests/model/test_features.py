@@ -1,6 +1,7 @@
 """model.features: shapes, determinism, each winner feature against a plain reference."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,3 +309,20 @@ def test_an_error_in_a_chunk_reaches_the_caller(monkeypatch):
     monkeypatch.setattr(features, "_denoise", real_denoise)
     assert features.extract(np.zeros((4, 4096), np.int16), threads=2).shape == (
         4, len(features.FEATURE_NAMES))
+
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "features_v1.npz"
+
+
+def test_values_are_pinned_for_this_features_version():
+    # Made once by fixtures/make_features_fixture.py; a change that moves any feature by a
+    # bit must bump FEATURES_VERSION (bundles trained before then are refused) and remake it.
+    pinned = np.load(FIXTURE)
+    assert int(pinned["features_version"]) == features.FEATURES_VERSION
+    assert tuple(pinned["feature_names"].tolist()) == features.FEATURE_NAMES
+    for threads in (1, 2):
+        values = features.extract(pinned["windows"], pinned["start_samples"], threads=threads)
+        mismatched = [name for name, same in zip(
+            features.FEATURE_NAMES, (values == pinned["features"]).all(axis=0), strict=True)
+            if not same]
+        assert not mismatched, f"changed under FEATURES_VERSION {features.FEATURES_VERSION}"
