@@ -11,9 +11,9 @@ sums are the same sequential float64 additions as ``np.cumsum``, a run's varianc
 same float64 difference rounded to float32 and scaled in float32. No fast-math: every
 operation is IEEE, in the written order.
 
-Each kernel is compiled for its one signature at its first call (one to three seconds)
-and the machine code kept in the package's ``__pycache__`` (or ``$NUMBA_CACHE_DIR``), so
-later processes load it in milliseconds; ``warm_up`` does this ahead of time.
+Each kernel has one signature, compiled at its first use (about five seconds for the
+four) and kept in the package's ``__pycache__`` (or ``$NUMBA_CACHE_DIR``), so later
+processes load it in a fraction of a second; ``warm_up`` does this ahead of time.
 
 Example:
     >>> import numpy as np
@@ -25,13 +25,15 @@ Example:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 # Samples a row's sums are kept for at a time: 64 KiB of float64 sums, in a core's cache.
 SEGMENT_SAMPLES = 4096
 
-_COMPILED: dict[str, object] = {}
+_COMPILED: dict[str, Callable[..., None]] = {}
 _COMPILE_LOCK = threading.Lock()
 
 
@@ -130,8 +132,32 @@ def _power_source(spectrum, out):
             out[frame, k] = value.real * value.real + value.imag * value.imag
 
 
-def _kernel(name: str):
-    """The compiled kernel ``name``, compiled at the first call in this process."""
+def _signatures() -> dict[str, tuple[Callable[..., None], Any]]:
+    """Each kernel's source and its one signature: inputs typed read-only (a writable
+    array passes too), so every caller's arrays match it and nothing compiles twice."""
+    from numba import types
+
+    def array(dtype: Any, dimensions: int, layout: str = "C", readonly: bool = False) -> Any:
+        return types.Array(dtype, dimensions, layout, readonly=readonly)
+
+    return {
+        "rolling_variances": (_rolling_variances_source, types.void(
+            array(types.float32, 2, readonly=True), array(types.int64, 1, readonly=True),
+            array(types.int64, 1, readonly=True), array(types.float32, 1, readonly=True),
+            array(types.int64, 1, readonly=True), types.int64, array(types.float32, 1))),
+        "add_noise": (_add_noise_source, types.void(
+            array(types.float32, 1, readonly=True), array(types.uint16, 1, readonly=True),
+            array(types.int16, 1, "A", readonly=True), array(types.float32, 1))),
+        "hann_frames": (_hann_frames_source, types.void(
+            array(types.float32, 1, readonly=True), array(types.float32, 1, readonly=True),
+            types.int64, types.int64, array(types.float32, 2))),
+        "power": (_power_source, types.void(
+            array(types.complex64, 2, readonly=True), array(types.float32, 2))),
+    }
+
+
+def _kernel(name: str) -> Callable[..., None]:
+    """The compiled kernel ``name``: loaded from the cache, or compiled, at its first use."""
     kernel = _COMPILED.get(name)
     if kernel is None:
         with _COMPILE_LOCK:
@@ -139,19 +165,16 @@ def _kernel(name: str):
             if kernel is None:
                 import numba
 
-                source = {"rolling_variances": _rolling_variances_source,
-                          "add_noise": _add_noise_source,
-                          "hann_frames": _hann_frames_source,
-                          "power": _power_source}[name]
+                source, signature = _signatures()[name]
                 # nogil: the feature threads run kernels side by side; no fastmath, so the
                 # arithmetic is IEEE and in order, the same bits as NumPy's.
                 options = {"nogil": True, "error_model": "numpy"}
                 try:
                     # The machine code is kept in __pycache__ (or $NUMBA_CACHE_DIR), so a
                     # new process loads it instead of compiling again.
-                    kernel = numba.njit(cache=True, **options)(source)
+                    kernel = numba.njit([signature], cache=True, **options)(source)
                 except RuntimeError:  # nowhere writable to keep it: compile every process
-                    kernel = numba.njit(cache=False, **options)(source)
+                    kernel = numba.njit([signature], cache=False, **options)(source)
                 _COMPILED[name] = kernel
     return kernel
 
@@ -185,8 +208,8 @@ def rolling_variances(signal: np.ndarray,
     counts = [(length - width) // stride + 1 for width, stride in runs]
     offsets = np.cumsum([0] + [batch * count for count in counts]).astype(np.int64)
     out = np.empty(int(offsets[-1]), np.float32)
-    _kernel("rolling_variances")(signal, widths, strides, scales, offsets[:-1],
-                                 SEGMENT_SAMPLES, out)
+    _kernel("rolling_variances")(signal, widths, strides, scales,
+                                 np.ascontiguousarray(offsets[:-1]), SEGMENT_SAMPLES, out)
     return {pair: out[offsets[i]:offsets[i + 1]].reshape(batch, counts[i])
             for i, pair in enumerate(runs)}
 
@@ -208,7 +231,8 @@ def add_noise(noise_table: np.ndarray, levels: np.ndarray, window: np.ndarray,
         >>> out.tolist()
         [2.5, 4.5]
     """
-    _kernel("add_noise")(noise_table, levels, window, out)
+    _kernel("add_noise")(np.ascontiguousarray(noise_table), np.ascontiguousarray(levels),
+                         window, out)
 
 
 def hann_frames(signal: np.ndarray, hann: np.ndarray, first_frame: int, hop: int,
@@ -229,7 +253,8 @@ def hann_frames(signal: np.ndarray, hann: np.ndarray, first_frame: int, hop: int
         >>> out.tolist()
         [[0.0, 0.0, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0]]
     """
-    _kernel("hann_frames")(signal, hann, np.int64(first_frame), np.int64(hop), out)
+    _kernel("hann_frames")(np.ascontiguousarray(signal), np.ascontiguousarray(hann),
+                           first_frame, hop, out)
 
 
 def power(spectrum: np.ndarray, out: np.ndarray) -> None:
@@ -245,19 +270,15 @@ def power(spectrum: np.ndarray, out: np.ndarray) -> None:
         >>> out.tolist()
         [[25.0, 1.0]]
     """
-    _kernel("power")(spectrum, out)
+    _kernel("power")(np.ascontiguousarray(spectrum), out)
 
 
 def warm_up() -> None:
-    """Compile every kernel now, so the first real call pays nothing.
+    """Compile every kernel now (or load it from the cache), so the first real call pays
+    nothing.
 
     Example:
         >>> warm_up()
     """
-    signal = np.zeros((1, 16), np.float32)
-    rolling_variances(signal, ((2, 1), (4, 2)))
-    add_noise(np.zeros(1, np.float32), np.zeros(16, np.uint16), np.zeros(16, np.int16),
-              signal[0])
-    frames = np.empty((2, 8), np.float32)
-    hann_frames(signal[0], np.ones(8, np.float32), 0, 4, frames)
-    power(np.zeros((2, 5), np.complex64), np.empty((2, 5), np.float32))
+    for name in _signatures():
+        _kernel(name)
