@@ -12,6 +12,7 @@ reloads, Kafka errors) is recorded here as it happens.
 | ``labquake_chunks_total``                | counter   | chunks read                            |
 | ``labquake_duplicate_chunks_total``      | counter   | re-delivered chunks skipped            |
 | ``labquake_windows_total``               | counter   | windows predicted (rate: windows/s)    |
+| ``labquake_seen_windows_total``          | counter   | windows read again, processed already  |
 | ``labquake_batches_total``               | counter   | inference batches                      |
 | ``labquake_gaps_total``                  | counter   | gaps in a stream's sample counter      |
 | ``labquake_alerts_total{kind}``          | counter   | alerts ``raised`` / ``cleared``        |
@@ -76,6 +77,8 @@ WATCHED_COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
     "chunks": ("labquake_chunks", "Chunks read from Kafka.", {}),
     "duplicate_chunks": ("labquake_duplicate_chunks", "Re-delivered chunks skipped.", {}),
     "windows": ("labquake_windows", "Windows predicted.", {}),
+    "seen_windows": ("labquake_seen_windows", "Windows read again after a restart or a "
+                     "rebalance, processed already: skipped.", {}),
     "batches": ("labquake_batches", "Inference batches run.", {}),
     "gaps": ("labquake_gaps", "Gaps in a stream's sample counter.", {}),
     "alerts_raised": ("labquake_alerts", "Alerts raised and cleared.", {"kind": "raised"}),

@@ -11,7 +11,8 @@ chunks, :class:`~stream.pipeline.Pipeline` turns them into predictions and alert
 
 Killed at any moment, a restarted monitor re-reads from the committed offsets, rebuilds
 the same windows, restores each stream's alert-policy state from Redis (stored with the
-results), and its re-sent alerts are absorbed by the sink. SIGTERM and SIGINT drain:
+results), skips the windows that state shows were processed already, and any re-sent
+alert is absorbed by the sink. SIGTERM and SIGINT drain:
 the waiting windows are predicted, stored and committed, and the process exits 0.
 
 SIGHUP reloads the model without stopping: the bundle named by the configuration (read

@@ -174,6 +174,7 @@ class Counters:
     rejected_chunks: int = 0
     gaps: int = 0
     windows: int = 0
+    seen_windows: int = 0  # read again after a restart or rebalance, processed already
     batches: int = 0
     alerts_raised: int = 0
     alerts_cleared: int = 0
@@ -234,7 +235,14 @@ class Pipeline:
         events: list[Event] = []
         for item in stream.accumulator.add(chunk):
             if isinstance(item, Window):
-                self._enqueue(chunk.stream_id, stream, item)
+                seen = stream.policy.last_window_end_sample
+                if seen is not None and item.last_sample <= seen:
+                    # Read again after a restart or a rebalance (the offset commit trails
+                    # the results): its results and alerts are stored already, and the
+                    # stored context has taken it, so it is not computed again.
+                    self.counters.seen_windows += 1
+                else:
+                    self._enqueue(chunk.stream_id, stream, item)
             elif isinstance(item, Gap):
                 # The windows before the gap must reach the policy before it resets.
                 events.extend(self.flush())
@@ -361,7 +369,7 @@ class Pipeline:
 
     def _context_call(self, pending: _PendingWindow) -> Callable[[np.ndarray], np.ndarray]:
         """How the window's context features are made: its stream's context takes the
-        window, unless the window was seen before a restart (then it only reads)."""
+        window (a stream dropped meanwhile gets a throwaway one: its results are dropped)."""
         stream = self._streams.get(pending.stream_id)
         if stream is None:  # dropped meanwhile; its results are discarded
             return self.predictor.new_context(self.predictor.sample_rate or 1.0, self.hop).peek
@@ -372,9 +380,6 @@ class Pipeline:
             stream.context = (self.predictor.restore_context(state)
                               if state is not None and state.get("config") == config.to_dict()
                               else self.predictor.new_context(stream.sample_rate, self.hop))
-        seen = stream.policy.last_window_end_sample
-        if seen is not None and pending.window.last_sample <= seen:
-            return stream.context.peek
         return stream.context.step
 
     def _window_events(self, stream_id: StreamId, stream: _Stream, window: Window,
@@ -384,10 +389,6 @@ class Pipeline:
         end_sample, end_time = window.last_sample, round(window.end_time, CLOCK_DECIMALS)
         events: list[Event] = [PredictionEvent(instrument, channel, end_sample, end_time,
                                                ttf_s, tsf_s, p_failure, version)]
-        last = stream.policy.last_window_end_sample
-        if last is not None and end_sample <= last:
-            # Seen before this process restarted: its alert, if any, is already out.
-            return events
         transition = stream.policy.update(end_sample, end_time, p_failure, ttf_s, tsf_s)
         if transition is not None:
             if transition.kind == "raised":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 
 import numpy as np
@@ -123,6 +124,49 @@ def test_two_monitors_share_four_partitions_and_every_window_is_processed_once(
     windows_per_record = 40 * int(TEST_SAMPLE_RATE) // TEST_WINDOW
     assert all(c["windows"] > 0 for c in counters), "both members must get partitions"
     assert sum(c["windows"] for c in counters) == 4 * windows_per_record
+
+    expected = replay_alerts(small_record, small_bundle, "rigX")
+    logged = logged_alerts(redis_client, unique_name)
+    for name in instruments:
+        mine = [a for a in logged if a["instrument"] == name]
+        renamed = [{**a, "instrument": name,
+                    "alert_id": a["alert_id"].replace("rigX/", f"{name}/")} for a in expected]
+        assert mine == renamed, name
+
+
+def test_members_joining_and_leaving_mid_record_process_every_window_once(
+        services, make_topic, unique_name, redis_client, small_record, small_bundle):
+    # Rebalance churn: a second member joins and leaves twice while four instruments
+    # stream; each join and each leave moves partitions with their open windows.
+    topic = make_topic(unique_name, partitions=4)
+    instruments = ["rig3", "rig1", "rig5", "rig2"]  # partitions 0, 1, 2, 3
+    producers = [labquake("produce", "--instrument", name, "--data", str(small_record),
+                          "--topic", topic, "--rate", str(TEST_SAMPLE_RATE), "--quiet",
+                          services=services) for name in instruments]
+    staying = labquake(*monitor_args(topic, unique_name, small_bundle, "--stop-after-idle", IDLE),
+                       services=services)
+    wait_for(lambda: "assigned partitions" in stderr_so_far(staying), 90,
+             "the first member to be given partitions")
+    leavers = []
+    for _ in range(2):
+        member = labquake(*monitor_args(topic, unique_name, small_bundle), services=services)
+        wait_for(lambda member=member: "assigned partitions" in stderr_so_far(member), 90,
+                 "the second member to be given partitions")
+        time.sleep(2)  # it works on them for a while
+        member.send_signal(signal.SIGTERM)
+        leavers.append(finish(member))
+    for producer in producers:
+        assert finish(producer)[0] == 0
+    results = [finish(staying), *leavers]
+    for code, _, err in results:
+        assert code == 0, err[-6000:]
+    counters = [_stopped_counters(err) for _, _, err in results]
+    windows_per_record = 40 * int(TEST_SAMPLE_RATE) // TEST_WINDOW
+    assert sum(c["windows"] for c in counters) == 4 * windows_per_record
+    assert all(c["windows"] > 0 for c in counters[1:]), "each leaver worked on its partitions"
+    # The staying member was assigned at its start, then again at each join and leave.
+    assignments = [line for line in results[0][2].splitlines() if "assigned partitions" in line]
+    assert len(assignments) == 5, "\n".join(assignments)
 
     expected = replay_alerts(small_record, small_bundle, "rigX")
     logged = logged_alerts(redis_client, unique_name)
