@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,8 @@ import numpy as np
 
 # Samples a row's sums are kept for at a time: 64 KiB of float64 sums, in a core's cache.
 SEGMENT_SAMPLES = 4096
+
+log = logging.getLogger(__name__)
 
 _COMPILED: dict[str, Callable[..., None]] = {}
 _COMPILE_LOCK = threading.Lock()
@@ -173,7 +176,12 @@ def _kernel(name: str) -> Callable[..., None]:
                     # The machine code is kept in __pycache__ (or $NUMBA_CACHE_DIR), so a
                     # new process loads it instead of compiling again.
                     kernel = numba.njit([signature], cache=True, **options)(source)
-                except RuntimeError:  # nowhere writable to keep it: compile every process
+                except Exception as error:  # any trouble with the cache: compile here
+                    # Nowhere writable to keep it, or a kept copy that does not load (one
+                    # made when this file was imported under another module name): the
+                    # kernel is compiled in this process instead, a few seconds.
+                    log.warning("compiled feature kernel %s not cached (%s: %s); compiling "
+                                "it in this process", name, type(error).__name__, error)
                     kernel = numba.njit([signature], cache=False, **options)(source)
                 _COMPILED[name] = kernel
     return kernel

@@ -102,14 +102,29 @@ def test_killed_mid_record_and_restarted_the_log_still_equals_the_replay(
     assert logged_alerts(redis_client, unique_name) == expected  # nothing lost, nothing doubled
 
 
+def _producers(services, record, topic, instruments, rate):
+    """One producer per instrument, each sending the whole record at ``rate`` samples/s."""
+    return [labquake("produce", "--instrument", name, "--data", str(record), "--topic", topic,
+                     "--rate", str(rate), "--quiet", services=services)
+            for name in instruments]
+
+
+def _assert_each_log_equals_the_replay(redis_client, namespace, instruments, record, bundle):
+    expected = replay_alerts(record, bundle, "rigX")
+    logged = logged_alerts(redis_client, namespace)
+    for name in instruments:
+        mine = [a for a in logged if a["instrument"] == name]
+        renamed = [{**a, "instrument": name,
+                    "alert_id": a["alert_id"].replace("rigX/", f"{name}/")} for a in expected]
+        assert mine == renamed, name
+
+
 def test_two_monitors_share_four_partitions_and_every_window_is_processed_once(
         services, make_topic, unique_name, redis_client, small_record, small_bundle):
     topic = make_topic(unique_name, partitions=4)
     # Keys rig3, rig1, rig5, rig2 land on partitions 0, 1, 2, 3 (Kafka's murmur2 partitioner).
     instruments = ["rig3", "rig1", "rig5", "rig2"]
-    producers = [labquake("produce", "--instrument", name, "--data", str(small_record),
-                          "--topic", topic, "--rate", str(2 * TEST_SAMPLE_RATE), "--quiet",
-                          services=services) for name in instruments]
+    producers = _producers(services, small_record, topic, instruments, 2 * TEST_SAMPLE_RATE)
     first = labquake(*monitor_args(topic, unique_name, small_bundle, "--stop-after-idle", IDLE),
                      services=services)
     time.sleep(3)
@@ -125,13 +140,8 @@ def test_two_monitors_share_four_partitions_and_every_window_is_processed_once(
     assert all(c["windows"] > 0 for c in counters), "both members must get partitions"
     assert sum(c["windows"] for c in counters) == 4 * windows_per_record
 
-    expected = replay_alerts(small_record, small_bundle, "rigX")
-    logged = logged_alerts(redis_client, unique_name)
-    for name in instruments:
-        mine = [a for a in logged if a["instrument"] == name]
-        renamed = [{**a, "instrument": name,
-                    "alert_id": a["alert_id"].replace("rigX/", f"{name}/")} for a in expected]
-        assert mine == renamed, name
+    _assert_each_log_equals_the_replay(redis_client, unique_name, instruments, small_record,
+                                       small_bundle)
 
 
 def test_members_joining_and_leaving_mid_record_process_every_window_once(
@@ -140,9 +150,7 @@ def test_members_joining_and_leaving_mid_record_process_every_window_once(
     # stream; each join and each leave moves partitions with their open windows.
     topic = make_topic(unique_name, partitions=4)
     instruments = ["rig3", "rig1", "rig5", "rig2"]  # partitions 0, 1, 2, 3
-    producers = [labquake("produce", "--instrument", name, "--data", str(small_record),
-                          "--topic", topic, "--rate", str(TEST_SAMPLE_RATE), "--quiet",
-                          services=services) for name in instruments]
+    producers = _producers(services, small_record, topic, instruments, TEST_SAMPLE_RATE)
     staying = labquake(*monitor_args(topic, unique_name, small_bundle, "--stop-after-idle", IDLE),
                        services=services)
     wait_for(lambda: "assigned partitions" in stderr_so_far(staying), 90,
@@ -168,13 +176,8 @@ def test_members_joining_and_leaving_mid_record_process_every_window_once(
     assignments = [line for line in results[0][2].splitlines() if "assigned partitions" in line]
     assert len(assignments) == 5, "\n".join(assignments)
 
-    expected = replay_alerts(small_record, small_bundle, "rigX")
-    logged = logged_alerts(redis_client, unique_name)
-    for name in instruments:
-        mine = [a for a in logged if a["instrument"] == name]
-        renamed = [{**a, "instrument": name,
-                    "alert_id": a["alert_id"].replace("rigX/", f"{name}/")} for a in expected]
-        assert mine == renamed, name
+    _assert_each_log_equals_the_replay(redis_client, unique_name, instruments, small_record,
+                                       small_bundle)
 
 
 def _record_chunks(record_path, instrument="rig1", size=4096):

@@ -1,5 +1,10 @@
 """model.kernels: the compiled loops give bit for bit the NumPy/SciPy formulas."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.fft
@@ -87,3 +92,21 @@ def test_hann_frames_and_power_equal_numpy_framing_and_squares():
     kernels.power(spectrum, power)
     parts = spectrum.view(np.float32)
     np.testing.assert_array_equal(power, np.square(parts[:, 0::2]) + np.square(parts[:, 1::2]))
+
+
+@pytest.mark.slow
+def test_a_cached_copy_made_under_another_module_name_does_not_break_loading(tmp_path):
+    # Importing model/kernels.py as a top-level module (a doctest run on the file, say)
+    # caches its machine code under that name; a process importing model.kernels cannot
+    # load that copy, and compiles instead of failing.
+    root = Path(kernels.__file__).resolve().parents[1]
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "import kernels; kernels.warm_up()"],
+                   cwd=root / "model", env=environment, check=True, timeout=300)
+    assert list(tmp_path.rglob("*.nbi")), "the first process should have cached the kernels"
+    result = subprocess.run(
+        [sys.executable, "-c", "from model import kernels; kernels.warm_up(); print('ok')"],
+        cwd=root, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+    assert "not cached (ModuleNotFoundError" in result.stderr

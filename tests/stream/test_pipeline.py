@@ -52,6 +52,15 @@ def _run(pipeline: Pipeline, chunks) -> list:
     return events + pipeline.flush()
 
 
+def _logged(events):
+    """The alerts a sink logs: the first of each id (a re-sent one is absorbed)."""
+    logged = {}
+    for event in events:
+        if isinstance(event, AlertEvent):
+            logged.setdefault(event.alert_id, event)
+    return list(logged.values())
+
+
 def _comparable(events) -> list[dict]:
     return [{k: v for k, v in e.to_json().items() if k != "emitted_at"} for e in events]
 
@@ -140,11 +149,7 @@ def test_a_restart_from_the_oldest_needed_sample_with_the_saved_policy_gives_the
         second = Pipeline(LoudnessModel(), WINDOW, max_batch=4,
                           policy_state=lambda stream_id, saved=saved: saved)
         after = _run(second, chunks[resume:])
-        logged = {}
-        for event in before + after:
-            if isinstance(event, AlertEvent):
-                logged.setdefault(event.alert_id, event)
-        assert _comparable(logged.values()) == _comparable(uninterrupted), stop_at
+        assert _comparable(_logged(before + after)) == _comparable(uninterrupted), stop_at
 
 
 def test_max_batch_must_be_positive():
@@ -238,11 +243,7 @@ def test_a_restart_with_the_saved_context_gives_the_same_alerts_and_later_predic
         second = Pipeline(ContextLoudnessModel(), WINDOW, max_batch=4,
                           policy_state=lambda stream_id, saved=saved: saved)
         after = _run(second, chunks[resume:])
-        logged = {}
-        for event in before + after:
-            if isinstance(event, AlertEvent):
-                logged.setdefault(event.alert_id, event)
-        assert _comparable(logged.values()) == _comparable(alerts), stop_at
+        assert _comparable(_logged(before + after)) == _comparable(alerts), stop_at
         # Every window after the saved one is predicted as without the restart, and the
         # ones the saved state holds, read again, are skipped, not computed again.
         last = saved["last_window_end_sample"]
