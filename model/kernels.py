@@ -1,15 +1,21 @@
-"""Compiled loops for the features' per-sample work: the rolling statistics' running sums.
+"""Compiled loops for the features' per-sample work, run without the GIL.
 
-NumPy computes the rolling statistics in several passes over a window (a cumulative sum,
-then one difference, square and scale per run width), each a separate call that holds
-the GIL between calls, and ``np.cumsum`` holds it throughout. These kernels, compiled by
-Numba, do the same float operations in one pass, sample by sample, with the GIL released,
-so the threads of ``model.features`` run them side by side.
+Four kernels, compiled by Numba, replace NumPy passes that held the GIL or went over a
+window several times:
 
-They are bit-for-bit the NumPy formulas they replace (the tests compare them): the running
-sums are the same sequential float64 additions as ``np.cumsum``, a run's variance is the
-same float64 difference rounded to float32 and scaled in float32. No fast-math: every
-operation is IEEE, in the written order.
+- ``rolling_variances``: the running sums of x and x**2 and the variance of every run
+  the features read, all widths and strides in one pass (NumPy needed a cumulative sum,
+  which holds the GIL throughout, then a difference, square and scale per run width);
+- ``add_noise``: the denoising noise's table look-up plus the sample;
+- ``hann_frames`` and ``power``: the STFT's centred, zero-padded framing times the Hann
+  window, and |z|**2 of its spectrum.
+
+With the GIL released, the threads of ``model.features`` run them side by side. They are
+bit for bit the NumPy formulas they replace (the tests compare them): the running sums
+are the same sequential float64 additions as ``np.cumsum``, a run's variance is the same
+float64 difference rounded to float32 and scaled in float32, and the products and sums
+are the same float32 operations. No fast-math: every operation is IEEE, in the written
+order.
 
 Each kernel has one signature, compiled at its first use (about five seconds for the
 four) and kept in the package's ``__pycache__`` (or ``$NUMBA_CACHE_DIR``), so later
