@@ -6,11 +6,13 @@ cycle to the next by more than it rises in the last second before failure. What 
 rise in every cycle is the level *relative to the same cycle's quiet phase*. So each
 window also gets a few features computed from the windows before it on the same stream:
 
-- ``<base>_rel``: the window's value minus the stream's baseline, the ``quantile``
-  (default 0.2: the quiet level, untouched by bursts) of the base feature over the last
-  ``lookback_s`` seconds of windows, this one included;
-- ``<base>_smooth_rel``: the mean over the last ``smooth_s`` seconds minus that baseline;
-- ``<base>_trend``: that mean minus the mean over the ``2 * smooth_s`` seconds before it;
+- ``<base>_bin<k>_rel`` for k = 0 .. ``bins - 1``: the mean of the base feature over
+  the k-th slice of ``bin_s`` seconds of windows back from this one (slice 0 ends with
+  this window), minus the stream's baseline: the ``quantile`` (default 0.2: the quiet
+  level, untouched by bursts) of the base feature over the last ``lookback_s`` seconds
+  of windows, this one included. A slice the stream has not reached yet reads 0 (the
+  baseline). The default 12 slices of 0.125 s show the level's course over the last
+  1.5 s: how fast it rises, and whether it is still speeding up;
 - ``seconds_since_burst``: seconds since the last window whose ``log_variance`` exceeded
   the baseline by ``burst_log_ratio`` (a failure's burst; capped at ``max_since_s``).
 
@@ -42,19 +44,19 @@ import numpy as np
 from stream.errors import LabquakeError
 
 # Part of a bundle's features fingerprint: a changed definition must not pass as the old.
-CONTEXT_VERSION = 1
+CONTEXT_VERSION = 2
 DEFAULT_BASES = ("log_variance", "log_rolling_std_50_p50", "log_rolling_std_1000_p05",
                  "log_max_abs")
 DEFAULT_LOOKBACK_S = 5.0
 DEFAULT_QUANTILE = 0.2
-DEFAULT_SMOOTH_S = 0.5
+DEFAULT_BIN_S = 0.125
+DEFAULT_BINS = 12
 # A failure's burst raises the variance 70–190 times over the quiet level (the Penn State
 # rows); 20 times (log 3.0) is well above any precursor.
 DEFAULT_BURST_LOG_RATIO = float(np.log(20.0))
 DEFAULT_MAX_SINCE_S = 20.0
 BURST_BASE = "log_variance"
 SINCE_NAME = "seconds_since_burst"
-SUFFIXES = ("rel", "smooth_rel", "trend")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +67,8 @@ class ContextConfig:
         bases: per-window features (``model.features`` names) measured against the past.
         lookback_s: seconds of past windows the baseline is taken over.
         quantile: the baseline's quantile of those windows, in (0, 1).
-        smooth_s: seconds of windows averaged for the smoothed level.
+        bin_s: seconds of windows in each slice of the recent course.
+        bins: slices of the recent course, each a feature per base.
         burst_log_ratio: natural-log excess of ``log_variance`` over the baseline that
             marks a failure's burst.
         max_since_s: ``seconds_since_burst`` before any burst, and its cap.
@@ -81,7 +84,8 @@ class ContextConfig:
     bases: tuple[str, ...] = DEFAULT_BASES
     lookback_s: float = DEFAULT_LOOKBACK_S
     quantile: float = DEFAULT_QUANTILE
-    smooth_s: float = DEFAULT_SMOOTH_S
+    bin_s: float = DEFAULT_BIN_S
+    bins: int = DEFAULT_BINS
     burst_log_ratio: float = DEFAULT_BURST_LOG_RATIO
     max_since_s: float = DEFAULT_MAX_SINCE_S
 
@@ -92,7 +96,9 @@ class ContextConfig:
                                 "which marks failures; add it")
         if not 0.0 < self.quantile < 1.0:
             raise LabquakeError(f"context quantile {self.quantile} is not in (0, 1)")
-        for name in ("lookback_s", "smooth_s", "burst_log_ratio", "max_since_s"):
+        if isinstance(self.bins, bool) or not isinstance(self.bins, int) or self.bins < 1:
+            raise LabquakeError(f"context bins {self.bins!r} must be a whole number >= 1")
+        for name in ("lookback_s", "bin_s", "burst_log_ratio", "max_since_s"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise LabquakeError(f"context {name} {value} must be a positive number")
@@ -100,8 +106,8 @@ class ContextConfig:
     @property
     def names(self) -> tuple[str, ...]:
         """The context feature names, in column order."""
-        return (*(f"{base}_{suffix}" for base in self.bases for suffix in SUFFIXES),
-                SINCE_NAME)
+        return (*(f"{base}_bin{slice_}_rel" for base in self.bases
+                  for slice_ in range(self.bins)), SINCE_NAME)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, with the definitions' version."""
@@ -143,10 +149,10 @@ class StreamContext:
         self.config = config
         self.windows_per_second = float(windows_per_second)
         self._lookback = max(2, round(config.lookback_s * windows_per_second))
-        self._smooth = max(1, round(config.smooth_s * windows_per_second))
+        self._bin = max(1, round(config.bin_s * windows_per_second))
         self._burst_column = config.bases.index(BURST_BASE)
         self._history: collections.deque[np.ndarray] = collections.deque(
-            maxlen=max(self._lookback, 3 * self._smooth))
+            maxlen=max(self._lookback, config.bins * self._bin))
         self._since_burst: int | None = None  # windows since the last burst
 
     def step(self, base: np.ndarray) -> np.ndarray:
@@ -156,9 +162,16 @@ class StreamContext:
         self._history.append(row)
         past = np.asarray(self._history, np.float64)
         baseline = np.quantile(past[-self._lookback:], config.quantile, axis=0)
-        smooth = past[-self._smooth:].mean(axis=0)
-        earlier = past[-3 * self._smooth:-self._smooth]
-        before = earlier.mean(axis=0) if len(earlier) else smooth
+        # Slice k holds the windows (k * bin, (k + 1) * bin] back, this one being 1 back.
+        span = config.bins * self._bin
+        if len(past) >= span:  # the usual case, in one go
+            means = past[-span:].reshape(config.bins, self._bin, -1).mean(axis=1)[::-1]
+            slices = (means - baseline).T
+        else:
+            slices = np.zeros((len(config.bases), config.bins))
+            for index in range(-(-len(past) // self._bin)):
+                stop = len(past) - index * self._bin
+                slices[:, index] = past[max(0, stop - self._bin):stop].mean(axis=0) - baseline
         column = self._burst_column
         if row[column] - baseline[column] > config.burst_log_ratio:
             self._since_burst = 0
@@ -166,8 +179,7 @@ class StreamContext:
             self._since_burst += 1
         seconds = (config.max_since_s if self._since_burst is None
                    else min(config.max_since_s, self._since_burst / self.windows_per_second))
-        columns = np.stack([row - baseline, smooth - baseline, smooth - before], axis=1)
-        return np.append(columns.reshape(-1), seconds).astype(np.float32)
+        return np.append(slices.reshape(-1), seconds).astype(np.float32)
 
     def peek(self, base: np.ndarray) -> np.ndarray:
         """The context features of a window already taken (re-read after a restart),

@@ -13,7 +13,8 @@ The flow, each step a function below:
    (:func:`model.bundle.fit_scaler`);
 4. the network of :func:`model.network.build_model`, fitted on the three targets (time to
    failure; time since failure, masked where unknown; TTF below the failure horizon) with
-   early stopping on the validation loss (best weights restored);
+   early stopping on the validation alerts' F1 (``--stop-on alerts``, the default) or the
+   validation loss (``--stop-on loss``), the best epoch's weights kept;
 5. metrics on the validation windows (:func:`model.evaluate.metrics`), saved with the
    alert policy settings and a fingerprint of the training data into the bundle.
 
@@ -47,7 +48,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,11 @@ DEFAULT_BATCH_SIZE = 256
 DEFAULT_SEED = 0
 DEFAULT_VALIDATION_FRACTION = 0.2
 DEFAULT_PATIENCE = 15
+# What early stopping watches: the validation alerts' F1 (the failure classifier, which
+# the monitor publishes, learns for longer than the TTF head, whose weight 8 rules the
+# loss), or the validation loss.
+STOP_ON = ("alerts", "loss")
+DEFAULT_STOP_ON = "alerts"
 # Validation needs at least one cycle and training at least one: two that end in failures.
 MIN_SPLIT_CYCLES = 2
 # --tune-policy tries raise thresholds on this grid (up to the highest validation
@@ -244,21 +250,29 @@ def targets(parts: Sequence[RecordWindows]) -> tuple[dict[str, np.ndarray],
 
 
 def fit(split: Split, *, epochs: int, batch_size: int, patience: int,
-        seed: int) -> tuple[keras.Model, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Fit the seed network on the training windows, stopping early on validation loss.
+        seed: int, stop_on: str = "loss", policy: AlertPolicyConfig | None = None,
+        ) -> tuple[keras.Model, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Fit the seed network on the training windows, stopping early on validation.
 
     Args:
         split: the training and validation windows.
         epochs: at most this many passes over the training windows.
         batch_size: windows per gradient step.
-        patience: epochs without a better validation loss before stopping.
+        patience: epochs without a better validation score before stopping.
         seed: seeds weights and shuffles.
+        stop_on: ``"loss"``: the score is the validation loss; ``"alerts"``: the F1 of
+            the validation alerts' recall and precision (``model.evaluate``), ties going
+            to the lower validation loss. The weights of the best epoch are kept.
+        policy: with ``"alerts"``, the alert policy the alerts are made with; None
+            tunes one on the validation windows after every epoch (``tune_policy``).
 
     Returns:
         ``(model, scaler_mean, scaler_std, history)`` with the best epoch's weights;
-        ``history`` holds ``epochs_run``, ``best_epoch`` (1-based) and per-epoch
-        ``loss`` and ``val_loss``.
+        ``history`` holds ``epochs_run``, ``best_epoch`` (1-based), ``stop_on`` and per
+        epoch ``loss``, ``val_loss`` and, with ``"alerts"``, ``val_alert_f1``.
     """
+    if stop_on not in STOP_ON:
+        raise ValueError(f"stop_on must be one of {STOP_ON}, got {stop_on!r}")
     import keras
 
     from model import bundle
@@ -278,8 +292,11 @@ def fit(split: Split, *, epochs: int, batch_size: int, patience: int,
         np.concatenate([part.features for part in split.validation]), mean, std)
     validation_y, validation_weights = targets(split.validation)
     model = build_model(train_features.shape[1])
-    stopper = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience,
-                                            restore_best_weights=True)
+    if stop_on == "loss":
+        stopper: keras.callbacks.Callback = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True)
+    else:
+        stopper = _alert_stopping(split.validation, mean, std, patience, policy)
     # Keras matches a dict of targets to outputs by name but resolves sample weights by
     # position, so both go as lists in the model's output order.
     def ordered(values: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -293,10 +310,61 @@ def fit(split: Split, *, epochs: int, batch_size: int, patience: int,
                             epochs=epochs, batch_size=batch_size, shuffle=True,
                             callbacks=[stopper], verbose=2)
     losses = history.history["val_loss"]
-    summary = {"epochs_run": len(losses), "best_epoch": int(np.argmin(losses)) + 1,
+    best_epoch = (int(np.argmin(losses)) + 1 if stop_on == "loss"
+                  else stopper.best_epoch)  # type: ignore[attr-defined]
+    summary = {"epochs_run": len(losses), "best_epoch": best_epoch, "stop_on": stop_on,
                "loss": [float(v) for v in history.history["loss"]],
                "val_loss": [float(v) for v in losses]}
+    if stop_on == "alerts":
+        summary["val_alert_f1"] = stopper.scores  # type: ignore[attr-defined]
     return model, mean, std, summary
+
+
+def _alert_f1(quality: Mapping[str, Any]) -> float:
+    recall, precision = quality["alert_recall"] or 0.0, quality["alert_precision"] or 0.0
+    return 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
+
+
+def _alert_stopping(validation: Sequence[RecordWindows], mean: np.ndarray, std: np.ndarray,
+                    patience: int, policy: AlertPolicyConfig | None) -> keras.callbacks.Callback:
+    """The early-stopping callback of ``fit(stop_on="alerts")`` (made here: Keras is
+    imported only when training)."""
+    import keras
+
+    class AlertStopping(keras.callbacks.Callback):
+        """Early stopping on the validation alerts' F1; keeps the best epoch's weights."""
+
+        def __init__(self, validation: Sequence[RecordWindows], mean: np.ndarray,
+                     std: np.ndarray, patience: int, policy: AlertPolicyConfig | None):
+            super().__init__()
+            self._inputs = [(part, network_inputs(part.features, mean, std))
+                            for part in validation]
+            self._patience, self._policy = patience, policy
+            self.scores: list[float] = []
+            self.best_epoch = 0
+            self._best: tuple[float, float] | None = None
+            self._weights: list[np.ndarray] | None = None
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+            from model.evaluate import metrics
+
+            parts = [(part, network_prediction(self.model, inputs))
+                     for part, inputs in self._inputs]
+            policy = self._policy if self._policy is not None else tune_policy(parts)
+            score = _alert_f1(metrics(parts, policy, None))
+            self.scores.append(round(score, 6))
+            key = (score, -float((logs or {}).get("val_loss", 0.0)))
+            if self._best is None or key > self._best:
+                self._best, self.best_epoch = key, epoch + 1
+                self._weights = self.model.get_weights()
+            elif epoch + 1 - self.best_epoch >= self._patience:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs: Mapping[str, float] | None = None) -> None:
+            if self._weights is not None:
+                self.model.set_weights(self._weights)
+
+    return AlertStopping(validation, mean, std, patience, policy)
 
 
 def tune_policy(parts: Sequence[tuple[RecordWindows, Prediction]],
@@ -421,8 +489,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="share of the earthquake cycles held out for validation "
                              f"(default {DEFAULT_VALIDATION_FRACTION})")
     parser.add_argument("--patience", type=int, default=DEFAULT_PATIENCE, metavar="N",
-                        help="stop after this many epochs without a better validation loss "
-                             f"(default {DEFAULT_PATIENCE})")
+                        help="stop after this many epochs without a better validation score "
+                             f"(see --stop-on) (default {DEFAULT_PATIENCE})")
+    parser.add_argument("--stop-on", choices=STOP_ON, default=DEFAULT_STOP_ON,
+                        help="what early stopping watches: the F1 of the validation alerts' "
+                             "recall and precision, ties to the lower loss (alerts), or the "
+                             f"validation loss (loss) (default {DEFAULT_STOP_ON})")
     parser.add_argument("--raise-threshold", type=float, metavar="P",
                         help="alert policy: P(failure) at or above which windows count "
                              "towards a raise (default 0.5)")
@@ -555,7 +627,8 @@ def run(args: argparse.Namespace) -> int:
         split = split_by_cycles(records, args.validation_fraction, args.seed)
         model, mean, std, history = fit(split, epochs=args.epochs,
                                         batch_size=args.batch_size, patience=args.patience,
-                                        seed=args.seed)
+                                        seed=args.seed, stop_on=args.stop_on,
+                                        policy=None if args.tune_policy else config)
     from model import bundle, evaluate
 
     training_median = float(np.median(np.concatenate([part.ttf_s for part in split.train])))
@@ -584,7 +657,8 @@ def run(args: argparse.Namespace) -> int:
             "n_validation_windows": result["n_windows"],
             "epochs": args.epochs, "batch_size": args.batch_size, "patience": args.patience,
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
-            "val_loss": history["val_loss"],
+            "stop_on": args.stop_on, "val_loss": history["val_loss"],
+            **({"val_alert_f1": history["val_alert_f1"]} if "val_alert_f1" in history else {}),
             "training_seconds": round(elapsed, 1),
         } | ({"ks_filter": selection.to_dict()} if selection else {}))
     if args.json:

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 RATE = 2e4
 WINDOW = 4096
 OWN = ("num_peaks_2", "log_variance", "log_rolling_std_50_p05")
-CONTEXT = ContextConfig(lookback_s=2.0, smooth_s=0.5)
+CONTEXT = ContextConfig(lookback_s=2.0, bin_s=0.25, bins=4)
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from stream.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 
-ONE_BASE = ContextConfig(bases=("log_variance",), lookback_s=1.0, smooth_s=0.2)
-RATE = 10.0  # windows per second: lookback 10 windows, smoothing 2
+ONE_BASE = ContextConfig(bases=("log_variance",), lookback_s=1.0, bin_s=0.2, bins=3)
+RATE = 10.0  # windows per second: lookback 10 windows, slices of 2
 
 
 def _bases(n: int, seed: int = 0, columns: int = 4) -> np.ndarray:
@@ -27,24 +27,29 @@ def _bases(n: int, seed: int = 0, columns: int = 4) -> np.ndarray:
 
 
 def test_names_follow_the_bases_then_the_burst_clock():
-    assert ONE_BASE.names == ("log_variance_rel", "log_variance_smooth_rel",
-                              "log_variance_trend", SINCE_NAME)
-    assert len(ContextConfig().names) == 3 * len(ContextConfig().bases) + 1
+    assert ONE_BASE.names == ("log_variance_bin0_rel", "log_variance_bin1_rel",
+                              "log_variance_bin2_rel", SINCE_NAME)
+    config = ContextConfig()
+    assert len(config.names) == config.bins * len(config.bases) + 1
+    assert config.names[config.bins] == f"{config.bases[1]}_bin0_rel"
 
 
 def test_each_feature_is_its_one_line_definition():
-    values = np.array([1.0, 1.0, 1.0, 1.0, 3.0, 3.0], np.float32)
+    values = np.array([1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 1.0, 5.0, 2.0, 2.0, 2.0, 2.0, 9.0,
+                       1.0, 1.0], np.float32)
     rows = StreamContext(ONE_BASE, RATE).run(values[:, None])
-    # Baseline: 20th percentile of the last 10 windows (all so far); smoothing over 2.
+    # Baseline: 20th percentile of the last 10 windows; slices of 2 windows back.
     for index, row in enumerate(rows):
         past = values[: index + 1].astype(np.float64)
         baseline = np.quantile(past[-10:], 0.2)
-        smooth = past[-2:].mean()
-        earlier = past[-6:-2]
-        before = earlier.mean() if len(earlier) else smooth
-        np.testing.assert_allclose(row[:3], [values[index] - baseline, smooth - baseline,
-                                             smooth - before], rtol=1e-6)
-    assert rows[4, 0] == pytest.approx(2.0) and rows[5, 2] == pytest.approx(2.0)
+        expected = []
+        for slice_ in range(3):
+            stop = len(past) - 2 * slice_
+            expected.append(past[max(0, stop - 2):stop].mean() - baseline if stop > 0 else 0.0)
+        np.testing.assert_allclose(row[:3], expected, rtol=1e-6, atol=1e-7)
+    # After 1,1,1,1,3: the last slice (1, 3) is 1 above the quiet baseline of 1.
+    assert rows[4, 0] == pytest.approx(1.0) and rows[4, 1] == pytest.approx(0.0)
+    assert rows[0, 1] == 0.0 and rows[0, 2] == 0.0  # slices not yet reached
 
 
 def test_seconds_since_burst_counts_from_a_failure_burst():
@@ -117,7 +122,8 @@ def test_config_round_trips_and_refuses_another_version():
 @pytest.mark.parametrize(("changes", "message"), [
     ({"quantile": 1.0}, "quantile"),
     ({"lookback_s": 0.0}, "lookback_s"),
-    ({"smooth_s": float("nan")}, "smooth_s"),
+    ({"bin_s": float("nan")}, "bin_s"),
+    ({"bins": 0}, "bins"),
     ({"bases": ("log_max_abs",)}, "log_variance"),
 ])
 def test_a_bad_config_is_refused(changes: dict, message: str):

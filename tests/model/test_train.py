@@ -138,6 +138,41 @@ def test_tuning_finds_the_threshold_that_announces_every_failure(
     assert train.tune_policy([(overlapping, silent)]) == AlertPolicyConfig()
 
 
+@pytest.mark.parametrize("policy", [None, AlertPolicyConfig(raise_threshold=0.3,
+                                                               clear_threshold=0.2,
+                                                               consecutive=1)])
+def test_stopping_on_alerts_keeps_the_epoch_whose_validation_alerts_were_best(
+        overlapping: dataset.RecordWindows, policy: AlertPolicyConfig | None) -> None:
+    from model import evaluate
+
+    split = train.split_by_cycles([overlapping], 0.3, seed=0)
+    model, mean, std, history = train.fit(split, epochs=6, batch_size=64, patience=2,
+                                          seed=0, stop_on="alerts", policy=policy)
+    scores = history["val_alert_f1"]
+    assert history["stop_on"] == "alerts" and len(scores) == history["epochs_run"]
+    best = history["best_epoch"]
+    # The kept epoch has the best F1 (ties: the lower validation loss) ...
+    keys = [(score, -loss) for score, loss in zip(scores, history["val_loss"], strict=True)]
+    assert keys.index(max(keys)) == best - 1
+    # ... and no more than `patience` epochs ran after it (unless the epochs ran out).
+    assert history["epochs_run"] == 6 or history["epochs_run"] - best == 2
+    # The weights kept are that epoch's: its validation alerts score again as recorded.
+    parts = [(part, train.network_prediction(model, train.network_inputs(part.features,
+                                                                         mean, std)))
+             for part in split.validation]
+    config = policy if policy is not None else train.tune_policy(parts)
+    quality = evaluate.metrics(parts, config, None)
+    recall, precision = quality["alert_recall"] or 0.0, quality["alert_precision"] or 0.0
+    f1 = 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
+    assert f1 == pytest.approx(scores[best - 1], abs=1e-6)
+
+
+def test_fit_refuses_an_unknown_stopping_score(overlapping: dataset.RecordWindows) -> None:
+    split = train.split_by_cycles([overlapping], 0.3, seed=0)
+    with pytest.raises(ValueError, match="stop_on"):
+        train.fit(split, epochs=1, batch_size=64, patience=1, seed=0, stop_on="r2")
+
+
 # --- the verb ---------------------------------------------------------------------------
 
 
@@ -203,6 +238,8 @@ def test_train_metadata(csv_bundle: tuple[bundle.Bundle, str], lanl_csv: Path) -
     assert extra["epochs_run"] == 2 and extra["seed"] == 1
     assert extra["n_train_windows"] > extra["n_validation_windows"] > 0
     assert not extra["policy_tuned_on_validation"]
+    # Stopped on the validation alerts by default, one F1 per epoch kept.
+    assert extra["stop_on"] == "alerts" and len(extra["val_alert_f1"]) == 2
 
 
 def test_evaluate_reads_the_csv_at_the_bundles_rate(
@@ -238,6 +275,20 @@ def test_train_from_the_simulator_is_reproducible_and_can_tune_the_policy(
     assert extra["policy_tuned_on_validation"]
     AlertPolicyConfig.from_dict(first.alert_policy)
     assert out.count("trained ") == 2
+
+
+def test_train_can_stop_on_the_validation_loss(tmp_path: Path) -> None:
+    extra = _train_simulated(tmp_path / "loss.lqb", "--stop-on", "loss").metadata["extra"]
+    assert extra["stop_on"] == "loss" and "val_alert_f1" not in extra
+    assert extra["best_epoch"] == int(np.argmin(extra["val_loss"])) + 1
+
+
+def test_an_unknown_stopping_score_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--simulate", "60", "--out", "x.lqb", "--stop-on", "r2"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--stop-on: invalid choice: 'r2'" in err
 
 
 def test_an_existing_folder_that_is_not_a_bundle_is_refused_before_training(

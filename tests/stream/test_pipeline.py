@@ -167,7 +167,7 @@ class ContextLoudnessModel(LoudnessModel):
         from model.context import ContextConfig
 
         super().__init__()
-        self.context = ContextConfig(bases=("log_variance",), lookback_s=1.0, smooth_s=0.2)
+        self.context = ContextConfig(bases=("log_variance",), lookback_s=1.0, bin_s=0.2, bins=3)
         self.sample_rate = RATE
 
     def new_context(self, sample_rate, hop):
