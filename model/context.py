@@ -139,7 +139,7 @@ class StreamContext:
 
     Example:
         >>> context = StreamContext(ContextConfig(), windows_per_second=10.0)
-        >>> context.step(np.ones(4, np.float32))[-1]  # no burst seen yet
+        >>> float(context.step(np.ones(4, np.float32))[-1])  # no burst seen yet
         20.0
     """
 
