@@ -181,6 +181,41 @@ def scored_failures(failure_samples: Sequence[int] | np.ndarray, first_sample: i
     return failures[keep]
 
 
+_PolicyStep = tuple[int, float, float, float, float]  # end sample, time, p, ttf, tsf
+
+
+def _policy_steps(windows: RecordWindows, prediction: Prediction) -> list[_PolicyStep]:
+    """Each window's values as :mod:`stream.pipeline` rounds them before its policy sees
+    them, so the transitions are those a replay of the record would give."""
+    from stream.pipeline import CLOCK_DECIMALS, PROBABILITY_DECIMALS, TIME_DECIMALS
+
+    return list(zip(windows.last_sample.tolist(),
+                    _rounded(windows.end_time_s, CLOCK_DECIMALS),
+                    _rounded(prediction.p_failure, PROBABILITY_DECIMALS),
+                    _rounded(prediction.ttf_s, TIME_DECIMALS),
+                    _rounded(prediction.tsf_s, TIME_DECIMALS), strict=True))
+
+
+def _rounded(values: np.ndarray, decimals: int) -> list[float]:
+    # Python's round of each float, as the pipeline does (NumPy's rounding can differ in
+    # the last place); the float64 conversion first, as float() would do.
+    return [round(value, decimals) for value in np.asarray(values, np.float64).tolist()]
+
+
+def _run_policy(steps: Sequence[_PolicyStep],
+                config: AlertPolicyConfig) -> list[AlertTransition]:
+    from stream.alert_policy import AlertPolicy
+
+    update = AlertPolicy(config).update
+    transitions = []
+    for end_sample, end_time, p_failure, ttf_s, tsf_s in steps:
+        transition = update(end_sample, end_time, p_failure=p_failure, ttf_s=ttf_s,
+                            tsf_s=tsf_s)
+        if transition is not None:
+            transitions.append(transition)
+    return transitions
+
+
 def alert_transitions(windows: RecordWindows, prediction: Prediction,
                       config: AlertPolicyConfig) -> list[AlertTransition]:
     """Run one fresh alert policy over consecutive windows and their predictions.
@@ -196,20 +231,7 @@ def alert_transitions(windows: RecordWindows, prediction: Prediction,
     Returns:
         The raises and clears, in order.
     """
-    from stream.alert_policy import AlertPolicy
-    from stream.pipeline import CLOCK_DECIMALS, PROBABILITY_DECIMALS, TIME_DECIMALS
-
-    policy = AlertPolicy(config)
-    transitions = []
-    for index, end_sample in enumerate(windows.last_sample.tolist()):
-        transition = policy.update(
-            end_sample, round(float(windows.end_time_s[index]), CLOCK_DECIMALS),
-            p_failure=round(float(prediction.p_failure[index]), PROBABILITY_DECIMALS),
-            ttf_s=round(float(prediction.ttf_s[index]), TIME_DECIMALS),
-            tsf_s=round(float(prediction.tsf_s[index]), TIME_DECIMALS))
-        if transition is not None:
-            transitions.append(transition)
-    return transitions
+    return _run_policy(_policy_steps(windows, prediction), config)
 
 
 def contiguous_runs(windows: RecordWindows) -> list[slice]:
@@ -223,6 +245,48 @@ def contiguous_runs(windows: RecordWindows) -> list[slice]:
               len(windows)]
     return [slice(start, stop) for start, stop in itertools.pairwise(bounds)
             if stop > start]
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyRuns:
+    """One record's windows and predictions made ready for many alert policies: per
+    contiguous run, the rounded values the policy reads and the failures it is scored on.
+    :func:`tune_policy <model.train.tune_policy>` scores hundreds of policies on one."""
+
+    steps: tuple[tuple[_PolicyStep, ...], ...]
+    scored_failure_times_s: tuple[np.ndarray, ...]
+    failure_times_s: np.ndarray
+    horizon_s: float
+
+    @classmethod
+    def of(cls, windows: RecordWindows, prediction: Prediction,
+           horizon_s: float = ALERT_HORIZON_S) -> PolicyRuns:
+        """Prepare a record's windows (in order) and the model's outputs for them."""
+        from model.bundle import Prediction
+
+        steps, scored_times = [], []
+        for run in contiguous_runs(windows):
+            part = windows.select(run)
+            steps.append(tuple(_policy_steps(part, Prediction(
+                prediction.ttf_s[run], prediction.tsf_s[run], prediction.p_failure[run]))))
+            scored = scored_failures(windows.failure_samples, int(part.first_sample[0]),
+                                     int(part.last_sample[-1]), windows.hop,
+                                     horizon_s * windows.sample_rate)
+            scored_times.append(scored / windows.sample_rate)
+        return cls(tuple(steps), tuple(scored_times),
+                   np.asarray(windows.failure_times_s, np.float64), horizon_s)
+
+    def quality(self, config: AlertPolicyConfig) -> tuple[AlertQuality, list[AlertTransition]]:
+        """Alert quality under ``config``, a fresh policy per run, and every transition."""
+        quality = AlertQuality()
+        transitions: list[AlertTransition] = []
+        for steps, scored in zip(self.steps, self.scored_failure_times_s, strict=True):
+            run_transitions = _run_policy(steps, config)
+            quality += alert_quality(
+                [t.window_end_time for t in run_transitions if t.kind == "raised"],
+                self.failure_times_s, scored, self.horizon_s)
+            transitions.extend(run_transitions)
+        return quality, transitions
 
 
 def record_alert_quality(windows: RecordWindows, prediction: Prediction,
@@ -243,22 +307,7 @@ def record_alert_quality(windows: RecordWindows, prediction: Prediction,
     Returns:
         The pooled :class:`AlertQuality` and every transition, in order.
     """
-    from model.bundle import Prediction
-
-    quality = AlertQuality()
-    transitions: list[AlertTransition] = []
-    for run in contiguous_runs(windows):
-        part = windows.select(run)
-        run_transitions = alert_transitions(part, Prediction(
-            prediction.ttf_s[run], prediction.tsf_s[run], prediction.p_failure[run]), config)
-        scored = scored_failures(windows.failure_samples, int(part.first_sample[0]),
-                                 int(part.last_sample[-1]), windows.hop,
-                                 horizon_s * windows.sample_rate)
-        quality += alert_quality(
-            [t.window_end_time for t in run_transitions if t.kind == "raised"],
-            windows.failure_times_s, scored / windows.sample_rate, horizon_s)
-        transitions.extend(run_transitions)
-    return quality, transitions
+    return PolicyRuns.of(windows, prediction, horizon_s).quality(config)
 
 
 def metrics(parts: Sequence[tuple[RecordWindows, Prediction]], config: AlertPolicyConfig,

@@ -389,8 +389,10 @@ def tune_policy(parts: Sequence[tuple[RecordWindows, Prediction]],
         >>> tune_policy([(validation, prediction)]).raise_threshold  # doctest: +SKIP
         0.14
     """
-    from model.evaluate import AlertQuality, record_alert_quality
+    from model.evaluate import AlertQuality, PolicyRuns
     from stream.alert_policy import AlertPolicyConfig
+
+    runs = [PolicyRuns.of(windows, prediction) for windows, prediction in parts]
 
     default = AlertPolicyConfig()
     highest = max(float(np.max(prediction.p_failure, initial=0.0)) for _, prediction in parts)
@@ -407,8 +409,7 @@ def tune_policy(parts: Sequence[tuple[RecordWindows, Prediction]],
         for consecutive in TUNE_CONSECUTIVE:
             config = AlertPolicyConfig(raise_threshold=threshold, clear_threshold=clear,
                                        consecutive=consecutive)
-            quality = sum((record_alert_quality(windows, prediction, config)[0]
-                           for windows, prediction in parts), AlertQuality())
+            quality = sum((record.quality(config)[0] for record in runs), AlertQuality())
             recall = 0.0 if math.isnan(quality.recall) else quality.recall
             precision = 0.0 if math.isnan(quality.precision) else quality.precision
             score = (2 * recall * precision / (recall + precision) if recall + precision

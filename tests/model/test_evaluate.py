@@ -16,6 +16,7 @@ from model.network import build_model
 from model.simulate import simulate_blocks
 from stream import cli
 from stream.alert_policy import AlertPolicy, AlertPolicyConfig
+from stream.pipeline import CLOCK_DECIMALS, PROBABILITY_DECIMALS, TIME_DECIMALS
 
 pytestmark = pytest.mark.unit
 
@@ -132,6 +133,36 @@ def test_each_contiguous_run_gets_a_fresh_policy() -> None:
     _, transitions = evaluate.record_alert_quality(windows, prediction, config)
     # One window alone cannot raise with consecutive=2; the run of two raises once.
     assert [(t.kind, t.window_end_sample) for t in transitions] == [("raised", 399)]
+
+
+def test_prepared_runs_score_every_policy_as_a_fresh_evaluation_does() -> None:
+    rng = np.random.default_rng(3)
+    # Values on the pipeline's rounding edges as well as random ones.
+    p = np.concatenate([rng.uniform(0, 1, 30), [0.299995, 0.3000049, 0.6000049, 0.599995]])
+    windows = _hand_made_windows(p).select(np.r_[np.ones(20, bool), False, np.ones(13, bool)])
+    prediction = Prediction(rng.uniform(0, 9, len(windows)), rng.uniform(0, 9, len(windows)),
+                            p[np.r_[np.ones(20, bool), False, np.ones(13, bool)]])
+    prepared = evaluate.PolicyRuns.of(windows, prediction)
+    for threshold, consecutive in [(0.3, 1), (0.6, 2), (0.5, 3), (0.9, 1)]:
+        config = AlertPolicyConfig(raise_threshold=threshold, clear_threshold=threshold / 2,
+                                   consecutive=consecutive)
+        quality, transitions = prepared.quality(config)
+        # The one-off path, window by window through a fresh AlertPolicy per run.
+        expected = []
+        for run in evaluate.contiguous_runs(windows):
+            policy = AlertPolicy(config)
+            for index in range(run.start, run.stop):
+                transition = policy.update(
+                    int(windows.last_sample[index]),
+                    round(float(windows.end_time_s[index]), CLOCK_DECIMALS),
+                    p_failure=round(float(prediction.p_failure[index]), PROBABILITY_DECIMALS),
+                    ttf_s=round(float(prediction.ttf_s[index]), TIME_DECIMALS),
+                    tsf_s=round(float(prediction.tsf_s[index]), TIME_DECIMALS))
+                if transition is not None:
+                    expected.append(transition)
+        assert transitions == expected
+        assert evaluate.record_alert_quality(windows, prediction, config) == (quality,
+                                                                             transitions)
 
 
 def test_metrics_report_every_field_and_null_for_the_undefined() -> None:
