@@ -321,8 +321,7 @@ class Bundle:
             windows: int16 array of shape (batch, window).
             start_samples: int64 array of shape (batch,).
             contexts: per window, the function that gives its context features from its
-                base features (a stream's ``StreamContext.step``, or ``.peek`` to read
-                without advancing it); called in row order.
+                base features (a stream's ``StreamContext.step``); called in row order.
 
         Returns:
             A :class:`Prediction` of float32 arrays of shape (batch,).

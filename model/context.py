@@ -181,15 +181,6 @@ class StreamContext:
                    else min(config.max_since_s, self._since_burst / self.windows_per_second))
         return np.append(slices.reshape(-1), seconds).astype(np.float32)
 
-    def peek(self, base: np.ndarray) -> np.ndarray:
-        """The context features of a window already taken (re-read after a restart),
-        computed from the current state, which it leaves as it is."""
-        saved = (self._history.copy(), self._since_burst)
-        try:
-            return self.step(base)
-        finally:
-            self._history, self._since_burst = saved
-
     def reset(self) -> None:
         """Forget the past (after a gap in the stream)."""
         self._history.clear()

@@ -372,7 +372,7 @@ class Pipeline:
         window (a stream dropped meanwhile gets a throwaway one: its results are dropped)."""
         stream = self._streams.get(pending.stream_id)
         if stream is None:  # dropped meanwhile; its results are discarded
-            return self.predictor.new_context(self.predictor.sample_rate or 1.0, self.hop).peek
+            return self.predictor.new_context(self.predictor.sample_rate or 1.0, self.hop).step
         config = self.predictor.context
         if stream.context is None or stream.context.config != config:
             state = stream.context_state

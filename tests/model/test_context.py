@@ -1,4 +1,4 @@
-"""Stream context features: definitions, streaming = offline, peek, snapshot, config."""
+"""Stream context features: definitions, streaming = offline, snapshot, config."""
 
 from __future__ import annotations
 
@@ -73,18 +73,6 @@ def test_offline_equals_one_window_at_a_time_and_restarts_at_run_starts():
     np.testing.assert_array_equal(split[:120], one_by_one[:120])
     np.testing.assert_array_equal(split[120:], context_features(config, bases[120:], 26.7))
     assert not np.array_equal(split[120:], one_by_one[120:])
-
-
-def test_peek_reads_without_taking():
-    config = ContextConfig()
-    bases = _bases(60)
-    reference = StreamContext(config, 26.7).run(bases)
-    context = StreamContext(config, 26.7)
-    context.run(bases[:40])
-    peeked = context.peek(bases[40])
-    context.peek(bases[0] + 5.0)  # a window seen before a restart: no trace left
-    np.testing.assert_array_equal(peeked, reference[40])
-    np.testing.assert_array_equal(context.run(bases[40:]), reference[40:])
 
 
 @pytest.mark.parametrize("stop", [0, 1, 7, 150, 299])
