@@ -164,6 +164,7 @@ class Bundle:
         self.model = model
         self._metadata = dict(metadata)
         self._extract = features_module.extract
+        self._features = features_module
         self._feature_names = tuple(metadata["feature_names"])
         self._context = _context_config(metadata, path)
         context_names = set(self._context.names) if self._context else set()
@@ -247,11 +248,24 @@ class Bundle:
             raise ValueError(f"model bundle {self.path} reads each window alone (no context)")
         return StreamContext.restore(self._context, state)
 
-    def extract(self, windows: np.ndarray,
-                start_samples: np.ndarray | None = None) -> np.ndarray:
+    def block_cache(self, hop: int) -> Any:
+        """A ``model.features.BlockCache`` for this bundle's windows every ``hop``
+        samples, or ``None`` where such windows cannot share blocks (see
+        ``model.features.shares_blocks``): pass it to :meth:`predict_in_context`."""
+        shares = getattr(self._features, "shares_blocks", None)
+        if shares is None or not shares(self.window, hop):
+            return None
+        return self._features.BlockCache(self.window, hop)
+
+    def extract(self, windows: np.ndarray, start_samples: np.ndarray | None = None,
+                cache: Any = None, streams: Sequence[Any] | None = None) -> np.ndarray:
         """The per-window features this bundle needs (its own columns and the context's
-        bases), for :meth:`context_bases` and :meth:`assemble`."""
-        return self._extract(windows, start_samples, names=self._extract_names)
+        bases), for :meth:`context_bases` and :meth:`assemble`; ``cache`` and ``streams``
+        as ``model.features.extract`` takes them."""
+        if cache is None:
+            return self._extract(windows, start_samples, names=self._extract_names)
+        return self._extract(windows, start_samples, names=self._extract_names, cache=cache,
+                             streams=streams)
 
     def context_bases(self, extracted: np.ndarray) -> np.ndarray:
         """The context's base columns of :meth:`extract`'s output."""
@@ -314,7 +328,9 @@ class Bundle:
         return self.predict_in_context(windows, start_samples, [context.step] * len(windows))
 
     def predict_in_context(self, windows: np.ndarray, start_samples: np.ndarray,
-                           contexts: Sequence[Callable[[np.ndarray], np.ndarray]]) -> Prediction:
+                           contexts: Sequence[Callable[[np.ndarray], np.ndarray]] | None,
+                           cache: Any = None,
+                           streams: Sequence[Any] | None = None) -> Prediction:
         """Predict windows of several streams, each with its stream's context.
 
         Args:
@@ -322,15 +338,22 @@ class Bundle:
             start_samples: int64 array of shape (batch,).
             contexts: per window, the function that gives its context features from its
                 base features (a stream's ``StreamContext.step``); called in row order.
+                None for a bundle without a context.
+            cache: a :meth:`block_cache` shared by the calls of overlapping windows, with
+                ``streams``, each window's stream; None: each window alone.
+            streams: see ``cache``.
 
         Returns:
             A :class:`Prediction` of float32 arrays of shape (batch,).
         """
-        if self._context is None:
-            return self.predict(windows, start_samples)
         if len(windows) == 0:
             return _empty_prediction()
-        extracted = self.extract(np.asarray(windows), start_samples)
+        # A list of rows goes to the features as it is: with a cache, they read only
+        # the new blocks of each window, and a stacked copy would cost more than that.
+        extracted = self.extract(windows if isinstance(windows, list) else np.asarray(windows),
+                                 start_samples, cache, streams)
+        if self._context is None:
+            return self.predict_features(self.assemble(extracted, None))
         bases = self.context_bases(extracted)
         rows = np.stack([context(base) for context, base in zip(contexts, bases, strict=True)])
         return self.predict_features(self.assemble(extracted, rows))

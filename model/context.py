@@ -33,14 +33,15 @@ Example:
 from __future__ import annotations
 
 import base64
-import collections
 import dataclasses
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from model import kernels
 from stream.errors import LabquakeError
 
 # Part of a bundle's features fingerprint: a changed definition must not pass as the old.
@@ -130,6 +131,31 @@ class ContextConfig:
         return cls(**values)
 
 
+def column_quantile(values: np.ndarray, quantile: float) -> np.ndarray:
+    """``np.quantile(values, quantile, axis=0)`` (its default, linear method), bit for bit,
+    in half its time: one partition and NumPy's own interpolation.
+
+    Example:
+        >>> column_quantile(np.array([[1.0, 4.0], [2.0, 0.0], [3.0, 2.0]]), 0.25).tolist()
+        [1.5, 1.0]
+    """
+    count = len(values)
+    index = (count - 1) * quantile
+    low = math.floor(index)
+    high = min(low + 1, count - 1)
+    gamma = index - low
+    ordered = np.partition(values, sorted({low, high}), axis=0)
+    return _lerp(ordered[low], ordered[high], gamma)
+
+
+def _lerp(below: np.ndarray, above: np.ndarray, gamma: float) -> np.ndarray:
+    # NumPy's lerp: from the nearer end, so that the result is exact at gamma 0 and 1.
+    difference = above - below
+    if gamma >= 0.5:
+        return above - difference * (1 - gamma)
+    return below + difference * gamma
+
+
 class StreamContext:
     """The context of one stream: feed it each window's base features, in order.
 
@@ -151,21 +177,56 @@ class StreamContext:
         self._lookback = max(2, round(config.lookback_s * windows_per_second))
         self._bin = max(1, round(config.bin_s * windows_per_second))
         self._burst_column = config.bases.index(BURST_BASE)
-        self._history: collections.deque[np.ndarray] = collections.deque(
-            maxlen=max(self._lookback, config.bins * self._bin))
+        # The last `capacity` rows, each written twice, `capacity` apart, so that they
+        # always lie in order in one stretch of the buffer: a step costs the same
+        # whatever the windows per second (a deque turned into an array did not).
+        self._capacity = max(self._lookback, config.bins * self._bin)
+        self._buffer = np.zeros((2 * self._capacity, len(config.bases)), np.float64)
+        self._written = 0
+        # The last `lookback` rows again, each column sorted: the baseline quantile is
+        # read from them, one value out and one in a step (a partition of the whole
+        # lookback each step cost more than everything else at 10 windows a hop).
+        self._ordered = np.zeros((len(config.bases), self._lookback), np.float64)
+        self._held = 0
         self._since_burst: int | None = None  # windows since the last burst
+
+    def _append(self, row: np.ndarray) -> None:
+        arriving = np.asarray(row, np.float64)
+        leaving = self._past[-self._lookback] if self._held == self._lookback else None
+        self._held = kernels.sorted_replace(self._ordered, self._held, leaving, arriving)
+        at = self._written % self._capacity
+        self._buffer[at] = arriving
+        self._buffer[at + self._capacity] = arriving
+        self._written += 1
+
+    def _baseline(self) -> np.ndarray:
+        """``column_quantile`` of the last ``lookback`` rows, from the sorted copy."""
+        count = self._held
+        index = (count - 1) * self.config.quantile
+        low = math.floor(index)
+        high = min(low + 1, count - 1)
+        return _lerp(self._ordered[:, low], self._ordered[:, high], index - low)
+
+    @property
+    def _past(self) -> np.ndarray:
+        """The rows held, oldest first (a view)."""
+        count = min(self._written, self._capacity)
+        end = (self._written - 1) % self._capacity + self._capacity + 1 if count else 0
+        return self._buffer[end - count:end]
 
     def step(self, base: np.ndarray) -> np.ndarray:
         """Take the next window's base features; return its context features (float32)."""
         config = self.config
         row = np.asarray(base, np.float32).reshape(len(config.bases))
-        self._history.append(row)
-        past = np.asarray(self._history, np.float64)
-        baseline = np.quantile(past[-self._lookback:], config.quantile, axis=0)
+        self._append(row)
+        past = self._past
+        baseline = self._baseline()
         # Slice k holds the windows (k * bin, (k + 1) * bin] back, this one being 1 back.
         span = config.bins * self._bin
         if len(past) >= span:  # the usual case, in one go
-            means = past[-span:].reshape(config.bins, self._bin, -1).mean(axis=1)[::-1]
+            # sum / count: what .mean() computes, bit for bit, without its Python layer.
+            means = (past[-span:].reshape(config.bins, self._bin, -1).sum(axis=1)
+                     / self._bin)[::-1]
             slices = (means - baseline).T
         else:
             slices = np.zeros((len(config.bases), config.bins))
@@ -183,7 +244,8 @@ class StreamContext:
 
     def reset(self) -> None:
         """Forget the past (after a gap in the stream)."""
-        self._history.clear()
+        self._written = 0
+        self._held = 0
         self._since_burst = None
 
     def run(self, bases: np.ndarray) -> np.ndarray:
@@ -195,7 +257,7 @@ class StreamContext:
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state, restored exactly by :meth:`restore`."""
-        history = np.asarray(self._history, np.float32).reshape(-1, len(self.config.bases))
+        history = self._past.astype(np.float32)
         return {"history": base64.b64encode(history.tobytes()).decode("ascii"),
                 "since_burst": self._since_burst,
                 "windows_per_second": self.windows_per_second}
@@ -205,8 +267,8 @@ class StreamContext:
         """The context a :meth:`snapshot` describes."""
         context = cls(config, float(state["windows_per_second"]))
         history = np.frombuffer(base64.b64decode(state["history"]), np.float32)
-        for row in history.reshape(-1, len(config.bases)):
-            context._history.append(row.copy())
+        for row in history.reshape(-1, len(config.bases))[-context._capacity:]:
+            context._append(row)
         since = state.get("since_burst")
         context._since_burst = None if since is None else int(since)
         return context

@@ -1,31 +1,41 @@
 """Compiled loops for the features' per-sample work, run without the GIL.
 
-Four kernels, compiled by Numba, replace NumPy passes that held the GIL or went over a
-window several times:
+Kernels compiled by Numba, for passes that NumPy made while holding the GIL, made
+several times over a window, or could not make without a copy:
 
 - ``rolling_variances``: the running sums of x and x**2 and the variance of every run
-  the features read, all widths and strides in one pass (NumPy needed a cumulative sum,
-  which holds the GIL throughout, then a difference, square and scale per run width);
-- ``add_noise``: the denoising noise's table look-up plus the sample;
-- ``hann_frames`` and ``power``: the STFT's centred, zero-padded framing times the Hann
-  window, and |z|**2 of its spectrum.
+  the features read, all widths and strides in one pass, each row's runs from its own
+  first sample (NumPy needed a cumulative sum, which holds the GIL throughout, then a
+  difference, square and scale per run width);
+- ``counter_noise``: the denoising noise, by each sample's place on the counter (a
+  counter-based generator), its table look-up plus the sample;
+- ``hann_frames`` and ``power``: the STFT's framing times the Hann window, and |z|**2 of
+  its spectrum;
+- ``abs_stats``: the sum of |x - centre| and the threshold counts, in one pass;
+- ``sta_lta_stats``: sums, counts and largest STA/LTA ratios;
+- ``running_sums``: float64 running sums of float32 values, without a float64 copy;
+- ``sorted_replace``: a sliding window's sorted values, one leaving and one arriving
+  (the stream context's baseline quantile);
+- ``ranked`` and ``sorted_abs_stats``: order statistics and |x| sums of windows made of
+  blocks whose values lie sorted in a buffer (``model.features.BlockCache``), without
+  merging the blocks.
 
-With the GIL released, the threads of ``model.features`` run them side by side. They are
-bit for bit the NumPy formulas they replace (the tests compare them): the running sums
-are the same sequential float64 additions as ``np.cumsum``, a run's variance is the same
-float64 difference rounded to float32 and scaled in float32, and the products and sums
-are the same float32 operations. No fast-math: every operation is IEEE, in the written
-order.
+With the GIL released, the threads of ``model.features`` run them side by side. Where a
+kernel replaces a NumPy formula it is that formula bit for bit (the tests compare them):
+the running sums are the same sequential float64 additions as ``np.cumsum``, a run's
+variance is the same float64 difference rounded to float32 and scaled in float32, and
+the products and sums are the same float32 operations. No fast-math: every operation is
+IEEE, in the written order.
 
-Each kernel has one signature, compiled at its first use (about five seconds for the
-four) and kept in the package's ``__pycache__`` (or ``$NUMBA_CACHE_DIR``), so later
-processes load it in a fraction of a second; ``warm_up`` does this ahead of time.
+Each kernel has one signature, compiled at its first use (about ten seconds for all)
+and kept in the package's ``__pycache__`` (or ``$NUMBA_CACHE_DIR``), so later processes
+load it in a fraction of a second; ``warm_up`` does this ahead of time.
 
 Example:
     >>> import numpy as np
     >>> signal = np.arange(8, dtype=np.float32)[np.newaxis, :]
-    >>> rolling_variances(signal, ((4, 1),))[(4, 1)].astype(float).round(3).tolist()
-    [[1.667, 1.667, 1.667, 1.667, 1.667]]
+    >>> rolling_variances(signal, ((4, 1),))[(4, 1)][0].astype(float).round(3).tolist()
+    [1.667, 1.667, 1.667, 1.667, 1.667]
 """
 
 from __future__ import annotations
@@ -46,10 +56,11 @@ _COMPILED: dict[str, Callable[..., None]] = {}
 _COMPILE_LOCK = threading.Lock()
 
 
-def _rolling_variances_source(signal, widths, strides, scales, offsets, segment, out):
-    """Per row, the sample variance of the runs of ``widths[i]`` samples starting every
-    ``strides[i]`` samples, from running sums of x and x**2 (float64, sequential); run p
-    of row r goes to ``out[offsets[i] + r * counts + p]``, counts = the runs in a row.
+def _rolling_variances_source(signal, widths, strides, phases, scales, offsets, segment,
+                               out):
+    """Per row r, the sample variance of the runs of ``widths[i]`` samples starting at
+    ``phases[i, r]`` and every ``strides[i]`` samples after, from running sums of x and
+    x**2 (float64, sequential); run p goes to ``out[offsets[i, r] + p]``.
 
     A row goes ``segment`` samples at a time: first the sums (one chain of dependent
     additions), then each set of runs that end in the segment (independent, so the
@@ -86,17 +97,18 @@ def _rolling_variances_source(signal, widths, strides, scales, offsets, segment,
             for i in range(widths.shape[0]):
                 width = widths[i]
                 stride = strides[i]
+                phase = phases[i, row]
                 scale = scales[i]
-                count = (length - width) // stride + 1
+                count = max(0, (length - phase - width) // stride + 1)
                 # The runs that end in this segment: run p ends after sample count
-                # e = p * stride + width, e in (start, stop].
-                lowest = max(start + 1, width)
-                first_run = (lowest - width + stride - 1) // stride
-                last_run = (stop - width) // stride
-                if last_run < first_run:
+                # e = phase + p * stride + width, e in (start, stop].
+                lowest = max(start + 1, phase + width)
+                first_run = (lowest - phase - width + stride - 1) // stride
+                last_run = (stop - phase - width) // stride
+                if last_run < first_run or count == 0:
                     continue
                 runs = last_run - first_run + 1
-                at = reach + first_run * stride + width - start
+                at = reach + phase + first_run * stride + width - start
                 # Slices indexed from 0 by the loop counter: no negative-index checks, so
                 # the loop vectorises.
                 span = (runs - 1) * stride + 1
@@ -104,7 +116,7 @@ def _rolling_variances_source(signal, widths, strides, scales, offsets, segment,
                 sums_at_start = first[at - width:at - width + span:stride]
                 squares_at_end = second[at:at + span:stride]
                 squares_at_start = second[at - width:at - width + span:stride]
-                base = offsets[i] + row * count + first_run
+                base = offsets[i, row] + first_run
                 into = out[base:base + runs]
                 for k in range(runs):
                     run_sum = sums_at_end[k] - sums_at_start[k]
@@ -113,10 +125,25 @@ def _rolling_variances_source(signal, widths, strides, scales, offsets, segment,
                     into[k] = np.float32(difference) * scale
 
 
-def _add_noise_source(noise_table, levels, window, out):
-    """out[k] = noise_table[levels[k]] + window[k], in float32."""
-    for k in range(out.shape[0]):
-        out[k] = noise_table[levels[k]] + np.float32(window[k])
+def _counter_noise_source(noise_table, seed, samples, first_sample, out):
+    """out[k] = noise_table[level of sample n = first_sample + k] + samples[k], where the
+    level is 16-bit word n % 4 of SplitMix64's output number n // 4 from ``seed``:
+    mix64(seed + (n // 4 + 1) * 0x9E3779B97F4A7C15) (Steele, Lea and Flood, 2014)."""
+    gamma = np.uint64(0x9E3779B97F4A7C15)
+    length = samples.shape[0]
+    k = 0
+    while k < length:
+        place = first_sample + k
+        z = seed + (np.uint64(place >> 2) + np.uint64(1)) * gamma
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        lane = place & 3
+        while lane < 4 and k < length:
+            level = (z >> np.uint64(16 * lane)) & np.uint64(0xFFFF)
+            out[k] = noise_table[level] + np.float32(samples[k])
+            lane += 1
+            k += 1
 
 
 def _hann_frames_source(signal, hann, first_frame, hop, out):
@@ -141,6 +168,233 @@ def _power_source(spectrum, out):
             out[frame, k] = value.real * value.real + value.imag * value.imag
 
 
+def _abs_stats_source(signal, centre, thresholds, out):
+    """Over one row, with x = signal - centre exactly (float64): out[0] the sum of |x|,
+    out[2 + j] the samples with |x| > thresholds[j] (out[1] is left to the caller)."""
+    # Four running sums side by side: no single chain of dependent additions.
+    length = signal.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    for k in range(0, length - 3, 4):
+        s0 += abs(np.float64(signal[k]) - centre)
+        s1 += abs(np.float64(signal[k + 1]) - centre)
+        s2 += abs(np.float64(signal[k + 2]) - centre)
+        s3 += abs(np.float64(signal[k + 3]) - centre)
+    for k in range(length - length % 4, length):
+        s0 += abs(np.float64(signal[k]) - centre)
+    out[0] = (s0 + s1) + (s2 + s3)
+    for j in range(thresholds.shape[0]):
+        # |x| > t: above centre + t or below centre - t; each loop vectorised.
+        above = centre + thresholds[j]
+        below = centre - thresholds[j]
+        count = 0
+        for k in range(length):
+            value = np.float64(signal[k])
+            count += (value > above) + (value < below)
+        out[2 + j] = count
+
+
+def _running_sums_source(values, out):
+    """out[k] = values[0] + ... + values[k], in float64, in order (``np.cumsum``'s sums)."""
+    total = 0.0
+    for k in range(values.shape[0]):
+        total += np.float64(values[k])
+        out[k] = total
+
+
+def _sorted_replace_source(ordered, held, leaving, arriving, out_held):
+    """Per row j of ``ordered`` (its first ``held`` values sorted): take out one value equal
+    to leaving[j] if ``leaving`` has a row for it (a NaN-free value held), then put
+    arriving[j] in its place in order; out_held[0] is the count after."""
+    remove = leaving.shape[0] > 0
+    for j in range(ordered.shape[0]):
+        row = ordered[j]
+        count = held
+        if remove:
+            at = 0
+            while at < count and row[at] != leaving[j]:
+                at += 1
+            for k in range(at, count - 1):
+                row[k] = row[k + 1]
+            count -= 1
+        at = count
+        while at > 0 and row[at - 1] > arriving[j]:
+            row[at] = row[at - 1]
+            at -= 1
+        row[at] = arriving[j]
+        out_held[0] = count + 1
+
+
+def _count_at_most(values, first, stop, bound):
+    """How many of the sorted values[first:stop] are <= bound (float64 comparison)."""
+    low = first
+    high = stop
+    while low < high:
+        middle = (low + high) // 2
+        if np.float64(values[middle]) <= bound:
+            low = middle + 1
+        else:
+            high = middle
+    return low - first
+
+
+def _ranked_source(buffer, bounds, slots, quantities, ranks, out):
+    """Order statistics of windows made of sorted parts of a buffer's rows.
+
+    Window r is the blocks in buffer rows slots[r, :]; its quantity q is the multiset
+    union over them of buffer[slot, bounds[slot, q, 0]:bounds[slot, q, 1]] (each
+    sorted), less the values of its first block's buffer[slot, bounds[slot, q, 2]:
+    bounds[slot, q, 3]] (sorted, all among that block's own). Request j asks quantity
+    quantities[j] for its ranks[r, j]-th smallest value (0-based) into out[0, r, j], and
+    the value at the next rank into out[1, r, j].
+
+    The search keeps, per part, the stretch [below, above) where the answer may be; each
+    step counts the values below and up to a pivot taken from the widest stretch at the
+    answer's expected place, and either finds the answer there or cuts every stretch.
+    """
+    parts = slots.shape[1]
+    below = np.empty(parts + 1, np.int64)
+    above = np.empty(parts + 1, np.int64)
+    under = np.empty(parts + 1, np.int64)
+    upto = np.empty(parts + 1, np.int64)
+    for r in range(slots.shape[0]):
+        head = slots[r, 0]
+        for j in range(quantities.shape[0]):
+            q = quantities[j]
+            rank = ranks[r, j]
+            for i in range(parts):
+                slot = slots[r, i]
+                below[i] = bounds[slot, q, 0]
+                above[i] = bounds[slot, q, 1]
+            below[parts] = bounds[head, q, 2]  # the left-out values, counted negatively
+            above[parts] = bounds[head, q, 3]
+            passed = 0  # values below every stretch, left-out ones taken off
+            value = np.float64(0.0)
+            while True:
+                active = 0
+                widest = 0
+                for i in range(parts):
+                    if above[i] - below[i] > above[widest] - below[widest]:
+                        widest = i
+                    active += above[i] - below[i]
+                active -= above[parts] - below[parts]
+                share = (rank - passed + 0.5) / max(active, 1)
+                span = above[widest] - below[widest]
+                pick = below[widest] + min(span - 1, max(0, int(share * span)))
+                pivot = np.float64(buffer[slots[r, widest], pick])
+                smaller = passed
+                at_most = passed
+                for i in range(parts + 1):
+                    row = buffer[head] if i == parts else buffer[slots[r, i]]
+                    under[i] = below[i] + _count_below(row, below[i], above[i], pivot)
+                    upto[i] = under[i] + _count_at_most(row, under[i], above[i], pivot)
+                    sign = -1 if i == parts else 1
+                    smaller += sign * (under[i] - below[i])
+                    at_most += sign * (upto[i] - below[i])
+                if smaller <= rank < at_most:
+                    value = pivot
+                    break
+                if rank < smaller:
+                    for i in range(parts + 1):
+                        above[i] = under[i]
+                else:
+                    for i in range(parts + 1):
+                        below[i] = upto[i]
+                    passed = at_most
+            out[0, r, j] = np.float32(value)
+            # The next value: this one again if it repeats past the rank, else the
+            # smallest larger value that is not one of the values left out.
+            left_first = bounds[head, q, 2]
+            left_stop = bounds[head, q, 3]
+            count = -_count_at_most(buffer[head], left_first, left_stop, value)
+            for i in range(parts):
+                slot = slots[r, i]
+                count += _count_at_most(buffer[slot], bounds[slot, q, 0], bounds[slot, q, 1],
+                                        value)
+            following = value
+            probe = value
+            while count < rank + 2:
+                candidate = np.inf
+                for i in range(parts):
+                    slot = slots[r, i]
+                    at = bounds[slot, q, 0] + _count_at_most(
+                        buffer[slot], bounds[slot, q, 0], bounds[slot, q, 1], probe)
+                    if at < bounds[slot, q, 1]:
+                        candidate = min(candidate, np.float64(buffer[slot, at]))
+                if candidate == np.inf:
+                    break  # the rank is the last: its next is itself
+                larger = -_count_at_most(buffer[head], left_first, left_stop, candidate)
+                for i in range(parts):
+                    slot = slots[r, i]
+                    larger += _count_at_most(buffer[slot], bounds[slot, q, 0],
+                                             bounds[slot, q, 1], candidate)
+                if larger > count:
+                    following = candidate
+                    break
+                probe = candidate  # only left-out values there: look past them
+            out[1, r, j] = np.float32(following)
+
+
+def _sorted_abs_stats_source(buffer, sums, slots, counts, centres, thresholds, out):
+    """Per window r (the blocks in buffer rows slots[r, :], each holding its counts[slot]
+    samples sorted from column 0, their running sums in ``sums``), with x = sample -
+    centres[r] exactly (float64): out[r, 0] the sum of |x|, out[r, 1] the largest |x|,
+    out[r, 2 + j] the samples with |x| > thresholds[j]."""
+    for r in range(slots.shape[0]):
+        centre = centres[r]
+        total = 0.0
+        largest = 0.0
+        for j in range(thresholds.shape[0]):
+            out[r, 2 + j] = 0.0
+        for i in range(slots.shape[1]):
+            slot = slots[r, i]
+            stop = counts[slot]
+            if stop <= 0:
+                continue
+            row = buffer[slot]
+            running = sums[slot]
+            below = _count_at_most(row, 0, stop, centre)
+            at_split = running[below - 1] if below > 0 else 0.0
+            above = stop - below
+            total += (below * centre - at_split) + (running[stop - 1] - at_split
+                                                    - above * centre)
+            largest = max(largest, np.float64(row[stop - 1]) - centre,
+                          centre - np.float64(row[0]))
+            for j in range(thresholds.shape[0]):
+                over = stop - _count_at_most(row, 0, stop, centre + thresholds[j])
+                out[r, 2 + j] += over + _count_below(row, 0, stop, centre - thresholds[j])
+        out[r, 0] = total
+        out[r, 1] = largest
+
+
+def _sta_lta_stats_source(short_variance, long_variance, offset, crossing, floor, out):
+    """Ratios short_variance[offset + k] / max(long_variance[k], floor): their sum,
+    count and largest over all k (out[0:3]) and over k >= crossing (out[3:6])."""
+    for part in range(2):
+        total = 0.0
+        largest = -np.inf
+        first = 0 if part == 0 else crossing
+        for k in range(first, long_variance.shape[0]):
+            ratio = short_variance[offset + k] / max(long_variance[k], floor)
+            total += ratio
+            largest = max(largest, np.float64(ratio))
+        out[3 * part] = total
+        out[3 * part + 1] = long_variance.shape[0] - first
+        out[3 * part + 2] = largest
+
+
+def _count_below(values, first, stop, bound):
+    """How many of the sorted values[first:stop] are < bound (float64 comparison)."""
+    low = first
+    high = stop
+    while low < high:
+        middle = (low + high) // 2
+        if np.float64(values[middle]) < bound:
+            low = middle + 1
+        else:
+            high = middle
+    return low - first
+
+
 def _signatures() -> dict[str, tuple[Callable[..., None], Any]]:
     """Each kernel's source and its one signature: inputs typed read-only (a writable
     array passes too), so every caller's arrays match it and nothing compiles twice."""
@@ -152,17 +406,53 @@ def _signatures() -> dict[str, tuple[Callable[..., None], Any]]:
     return {
         "rolling_variances": (_rolling_variances_source, types.void(
             array(types.float32, 2, readonly=True), array(types.int64, 1, readonly=True),
-            array(types.int64, 1, readonly=True), array(types.float32, 1, readonly=True),
-            array(types.int64, 1, readonly=True), types.int64, array(types.float32, 1))),
-        "add_noise": (_add_noise_source, types.void(
-            array(types.float32, 1, readonly=True), array(types.uint16, 1, readonly=True),
-            array(types.int16, 1, "A", readonly=True), array(types.float32, 1))),
+            array(types.int64, 1, readonly=True), array(types.int64, 2, readonly=True),
+            array(types.float32, 1, readonly=True),
+            array(types.int64, 2, readonly=True), types.int64, array(types.float32, 1))),
+        "counter_noise": (_counter_noise_source, types.void(
+            array(types.float32, 1, readonly=True), types.uint64,
+            array(types.int16, 1, "A", readonly=True), types.int64, array(types.float32, 1))),
         "hann_frames": (_hann_frames_source, types.void(
             array(types.float32, 1, readonly=True), array(types.float32, 1, readonly=True),
             types.int64, types.int64, array(types.float32, 2))),
         "power": (_power_source, types.void(
             array(types.complex64, 2, readonly=True), array(types.float32, 2))),
+        "abs_stats": (_abs_stats_source, types.void(
+            array(types.float32, 1, readonly=True), types.float64,
+            array(types.float64, 1, readonly=True), array(types.float64, 1))),
+        "ranked": (_ranked_source, types.void(
+            array(types.float32, 2, readonly=True), array(types.int64, 3, readonly=True),
+            array(types.int64, 2, readonly=True), array(types.int64, 1, readonly=True),
+            array(types.int64, 2, readonly=True), array(types.float32, 3))),
+        "sorted_abs_stats": (_sorted_abs_stats_source, types.void(
+            array(types.float32, 2, readonly=True), array(types.float64, 2, readonly=True),
+            array(types.int64, 2, readonly=True), array(types.int64, 1, readonly=True),
+            array(types.float64, 1, readonly=True), array(types.float64, 1, readonly=True),
+            array(types.float64, 2))),
+        "sorted_replace": (_sorted_replace_source, types.void(
+            array(types.float64, 2), types.int64, array(types.float64, 1, readonly=True),
+            array(types.float64, 1, readonly=True), array(types.int64, 1))),
+        "running_sums": (_running_sums_source, types.void(
+            array(types.float32, 1, readonly=True), array(types.float64, 1))),
+        "sta_lta_stats": (_sta_lta_stats_source, types.void(
+            array(types.float32, 1, readonly=True), array(types.float32, 1, readonly=True),
+            types.int64, types.int64, types.float32, array(types.float64, 1))),
     }
+
+
+_HELPERS = ("_count_at_most", "_count_below")
+
+
+def _jit_helpers(numba: Any) -> None:
+    """Make the kernels' helper functions compiled ones, which the kernels can call.
+
+    They are not cached on their own: a kernel's cached machine code holds the helpers
+    it calls, and a cache file of theirs made under another module name would not load.
+    """
+    for name in _HELPERS:
+        helper = globals()[name]
+        if not hasattr(helper, "py_func"):
+            globals()[name] = numba.njit(cache=False, nogil=True)(helper)
 
 
 def _kernel(name: str) -> Callable[..., None]:
@@ -174,6 +464,7 @@ def _kernel(name: str) -> Callable[..., None]:
             if kernel is None:
                 import numba
 
+                _jit_helpers(numba)
                 source, signature = _signatures()[name]
                 # nogil: the feature threads run kernels side by side; no fastmath, so the
                 # arithmetic is IEEE and in order, the same bits as NumPy's.
@@ -193,24 +484,28 @@ def _kernel(name: str) -> Callable[..., None]:
     return kernel
 
 
-def rolling_variances(signal: np.ndarray,
-                      runs: tuple[tuple[int, int], ...]) -> dict[tuple[int, int], np.ndarray]:
+def rolling_variances(signal: np.ndarray, runs: tuple[tuple[int, int], ...],
+                      phases: np.ndarray | None = None,
+                      ) -> dict[tuple[int, int], list[np.ndarray]]:
     """Sample variances (ddof=1) of runs of samples, for several widths and strides.
 
     Args:
         signal: float32 array of shape (batch, length).
         runs: ``(width, stride)`` pairs: runs of ``width`` consecutive samples starting
-            every ``stride`` samples from the first, the last one ending at or before the
-            row's end; 2 <= width <= length, stride >= 1.
+            every ``stride`` samples, the last one ending at or before the row's end;
+            2 <= width, stride >= 1.
+        phases: int array of shape (len(runs), batch): the sample each row's first run
+            of each pair starts at (default: 0).
 
     Returns:
-        ``{(width, stride): float32 array of shape (batch, (length - width) // stride + 1)}``.
+        ``{(width, stride): [float32 array per row]}``, row r holding
+        ``max(0, (length - phase - width) // stride + 1)`` runs.
 
     Example:
         >>> signal = np.array([[1, 2, 3, 4, 6]], np.float32)
         >>> variances = rolling_variances(signal, ((2, 1), (3, 2)))
-        >>> variances[(2, 1)].tolist(), variances[(3, 2)].astype(float).round(4).tolist()
-        ([[0.5, 0.5, 0.5, 2.0]], [[1.0, 2.3333]])
+        >>> variances[(2, 1)][0].tolist(), variances[(3, 2)][0].astype(float).round(4).tolist()
+        ([0.5, 0.5, 0.5, 2.0], [1.0, 2.3333])
     """
     signal = np.ascontiguousarray(signal, dtype=np.float32)
     batch, length = signal.shape
@@ -219,34 +514,46 @@ def rolling_variances(signal: np.ndarray,
     # The same float64 division, rounded to float32, as the NumPy formula's scale.
     scales = np.array([np.float32(1.0 / (width * (width - 1))) for width, _ in runs],
                       np.float32)
-    counts = [(length - width) // stride + 1 for width, stride in runs]
-    offsets = np.cumsum([0] + [batch * count for count in counts]).astype(np.int64)
-    out = np.empty(int(offsets[-1]), np.float32)
-    _kernel("rolling_variances")(signal, widths, strides, scales,
-                                 np.ascontiguousarray(offsets[:-1]), SEGMENT_SAMPLES, out)
-    return {pair: out[offsets[i]:offsets[i + 1]].reshape(batch, counts[i])
-            for i, pair in enumerate(runs)}
+    starts = (np.zeros((len(runs), batch), np.int64) if phases is None
+              else np.ascontiguousarray(phases, np.int64).reshape(len(runs), batch))
+    counts = np.maximum(0, (length - starts - widths[:, np.newaxis]) // strides[:, np.newaxis]
+                        + 1)
+    ends = np.cumsum(counts.ravel()).reshape(counts.shape)
+    offsets = (ends - counts).astype(np.int64)
+    out = np.empty(int(ends[-1, -1]) if counts.size else 0, np.float32)
+    _kernel("rolling_variances")(signal, widths, strides, starts, scales, offsets,
+                                 SEGMENT_SAMPLES, out)
+    return {pair: [out[offsets[i, row]:offsets[i, row] + counts[i, row]]
+                   for row in range(batch)] for i, pair in enumerate(runs)}
 
 
-def add_noise(noise_table: np.ndarray, levels: np.ndarray, window: np.ndarray,
-              out: np.ndarray) -> None:
-    """``out = noise_table[levels] + window`` in float32, in one pass.
+def counter_noise(noise_table: np.ndarray, seed: int, samples: np.ndarray,
+                  first_sample: int) -> np.ndarray:
+    """The samples plus noise that depends on each sample's place on the counter alone.
+
+    Sample n's noise is ``noise_table[level]``, the level being 16-bit word ``n % 4``
+    (least significant first) of SplitMix64's output number ``n // 4`` from ``seed``: a
+    counter-based generator, so any stretch is made without the ones before it.
 
     Args:
-        noise_table: float32 array of noise values.
-        levels: uint16 indices into ``noise_table``, one per sample.
-        window: int16 samples, as many as ``levels``.
-        out: float32 array of the same length, written.
+        noise_table: float32 array of 2**16 noise values.
+        seed: the generator's seed, 0 <= seed < 2**64.
+        samples: int16 samples.
+        first_sample: the first sample's place on the counter, >= 0.
+
+    Returns:
+        float32 array: each sample plus its noise.
 
     Example:
-        >>> out = np.empty(2, np.float32)
-        >>> add_noise(np.array([0.5, -0.5], np.float32), np.array([1, 0], np.uint16),
-        ...           np.array([3, 4], np.int16), out)
-        >>> out.tolist()
-        [2.5, 4.5]
+        >>> table = np.arange(1 << 16, dtype=np.float32)
+        >>> whole = counter_noise(table, 7, np.zeros(9, np.int16), 3)
+        >>> bool((counter_noise(table, 7, np.zeros(4, np.int16), 8) == whole[5:]).all())
+        True
     """
-    _kernel("add_noise")(np.ascontiguousarray(noise_table), np.ascontiguousarray(levels),
-                         window, out)
+    out = np.empty(len(samples), np.float32)
+    _kernel("counter_noise")(np.ascontiguousarray(noise_table), np.uint64(seed), samples,
+                             int(first_sample), out)
+    return out
 
 
 def hann_frames(signal: np.ndarray, hann: np.ndarray, first_frame: int, hop: int,
@@ -285,6 +592,167 @@ def power(spectrum: np.ndarray, out: np.ndarray) -> None:
         [[25.0, 1.0]]
     """
     _kernel("power")(np.ascontiguousarray(spectrum), out)
+
+
+def abs_stats(signal: np.ndarray, centre: float, thresholds: np.ndarray) -> np.ndarray:
+    """Sum and largest of |x| and the counts of |x| > each threshold, x = signal - centre
+    taken exactly (in float64), in one pass.
+
+    Args:
+        signal: float32 samples of one row.
+        centre: the value subtracted.
+        thresholds: float64 thresholds.
+
+    Returns:
+        float64 array: the sum of |x|, the largest |x|, then one count per threshold.
+
+    Example:
+        >>> abs_stats(np.array([1, 4, -2], np.float32), 1.0, np.array([2.0])).tolist()
+        [6.0, 3.0, 2.0]
+    """
+    out = np.empty(2 + len(thresholds), np.float64)
+    signal = np.ascontiguousarray(signal, np.float32)
+    _kernel("abs_stats")(signal, float(centre), np.ascontiguousarray(thresholds, np.float64),
+                         out)
+    # NumPy's SIMD minimum and maximum: the compiled loop's NaN-aware ones are not.
+    out[1] = max(float(signal.max()) - centre, centre - float(signal.min())) if len(
+        signal) else 0.0
+    return out
+
+
+def ranked(buffer: np.ndarray, bounds: np.ndarray, slots: np.ndarray,
+           quantities: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """Order statistics of windows made of blocks whose values lie sorted in a buffer.
+
+    Args:
+        buffer: float32 array of shape (rows, n): one row per block.
+        bounds: int64 array of shape (rows, quantities, 4): quantity q of the block in
+            row b is ``buffer[b, bounds[b, q, 0]:bounds[b, q, 1]]`` (sorted); a window
+            leaves out its first block's ``buffer[b, bounds[b, q, 2]:bounds[b, q, 3]]``
+            (sorted, values among the block's own).
+        slots: int64 array of shape (windows, blocks): each window's buffer rows.
+        quantities: int64 array of shape (requests,): the quantity each request asks.
+        ranks: int64 array of shape (windows, requests): the 0-based rank each asks.
+
+    Returns:
+        float32 array of shape (2, windows, requests): each request's value, and the
+        value at the next rank (the same value at the last rank).
+
+    Example:
+        >>> buffer = np.array([[1, 5, 9, 0], [2, 3, 4, 8]], np.float32)
+        >>> bounds = np.array([[[0, 3, 2, 3]], [[0, 4, 0, 0]]])
+        >>> ranked(buffer, bounds, np.array([[0, 1]]), np.array([0, 0, 0]),
+        ...        np.array([[0, 3, 5]])).tolist()
+        [[[1.0, 4.0, 8.0]], [[2.0, 5.0, 8.0]]]
+    """
+    out = np.empty((2, *np.shape(ranks)), np.float32)
+    _kernel("ranked")(buffer, np.ascontiguousarray(bounds, np.int64),
+                      np.ascontiguousarray(slots, np.int64),
+                      np.ascontiguousarray(quantities, np.int64),
+                      np.ascontiguousarray(ranks, np.int64), out)
+    return out
+
+
+def sorted_abs_stats(buffer: np.ndarray, sums: np.ndarray, slots: np.ndarray,
+                     counts: np.ndarray, centres: np.ndarray,
+                     thresholds: np.ndarray) -> np.ndarray:
+    """:func:`abs_stats` of windows made of blocks whose samples lie sorted in a buffer,
+    from their running sums, without reading every sample.
+
+    Args:
+        buffer: float32 array of shape (rows, n): row b holds a block's ``counts[b]``
+            samples sorted ascending from column 0.
+        sums: float64 array of the same shape, ``sums[b, k] = buffer[b, :k + 1].sum()``.
+        slots: int64 array of shape (windows, blocks): each window's buffer rows.
+        counts: int64 array of shape (rows,).
+        centres: float64 array of shape (windows,): the value each window subtracts.
+        thresholds: float64 thresholds.
+
+    Returns:
+        float64 array of shape (windows, 2 + len(thresholds)), as :func:`abs_stats`.
+
+    Example:
+        >>> buffer = np.array([[-2, 1, 4]], np.float32)
+        >>> sorted_abs_stats(buffer, np.cumsum(buffer, axis=1, dtype=np.float64),
+        ...                  np.array([[0]]), np.array([3]), np.array([1.0]),
+        ...                  np.array([2.0])).tolist()
+        [[6.0, 3.0, 2.0]]
+    """
+    out = np.empty((len(slots), 2 + len(thresholds)), np.float64)
+    _kernel("sorted_abs_stats")(buffer, sums, np.ascontiguousarray(slots, np.int64),
+                                np.ascontiguousarray(counts, np.int64),
+                                np.ascontiguousarray(centres, np.float64),
+                                np.ascontiguousarray(thresholds, np.float64), out)
+    return out
+
+
+def sorted_replace(ordered: np.ndarray, held: int, leaving: np.ndarray | None,
+                   arriving: np.ndarray) -> int:
+    """Keep each row of ``ordered`` sorted while one value leaves and one arrives: a
+    sliding window's order statistics, per column of a stream, in place.
+
+    Args:
+        ordered: float64 array of shape (rows, capacity); each row's first ``held``
+            values sorted.
+        held: how many values each row holds.
+        leaving: float64 array of shape (rows,), one value each row holds, taken out; None
+            when nothing leaves.
+        arriving: float64 array of shape (rows,), put in.
+
+    Returns:
+        How many values each row holds after.
+
+    Example:
+        >>> ordered = np.array([[1.0, 3.0, 5.0, 0.0]])
+        >>> sorted_replace(ordered, 3, np.array([3.0]), np.array([4.0]))
+        3
+        >>> ordered[0, :3].tolist()
+        [1.0, 4.0, 5.0]
+    """
+    out = np.empty(1, np.int64)
+    gone = np.empty(0) if leaving is None else np.ascontiguousarray(leaving, np.float64)
+    _kernel("sorted_replace")(ordered, int(held), gone,
+                              np.ascontiguousarray(arriving, np.float64), out)
+    return int(out[0])
+
+
+def running_sums(values: np.ndarray, out: np.ndarray) -> None:
+    """``np.cumsum(values, dtype=np.float64, out=out)`` for float32 values, the same sums,
+    several times faster (no float64 copy first).
+
+    Example:
+        >>> out = np.empty(3)
+        >>> running_sums(np.array([1, 2, 3.5], np.float32), out)
+        >>> out.tolist()
+        [1.0, 3.0, 6.5]
+    """
+    _kernel("running_sums")(values, out)
+
+
+def sta_lta_stats(short_variance: np.ndarray, long_variance: np.ndarray, offset: int,
+                  crossing: int, floor: float) -> np.ndarray:
+    """Sum, count and largest of the ratios ``short_variance[offset + k] /
+    max(long_variance[k], floor)``, over every k and over k >= ``crossing``.
+
+    Args:
+        short_variance, long_variance: float32 arrays of one row's variances.
+        offset: the short run that ends where the first long one does.
+        crossing: the ratios before it are left out of the second part.
+        floor: the smallest divisor.
+
+    Returns:
+        float64 array: sum, count, largest over all, then over k >= crossing.
+
+    Example:
+        >>> sta_lta_stats(np.array([1, 2, 4], np.float32), np.array([2, 2], np.float32),
+        ...               1, 1, 1e-6).tolist()
+        [3.0, 2.0, 2.0, 2.0, 1.0, 2.0]
+    """
+    out = np.empty(6, np.float64)
+    _kernel("sta_lta_stats")(np.ascontiguousarray(short_variance, np.float32),
+                             np.ascontiguousarray(long_variance, np.float32), int(offset),
+                             int(crossing), np.float32(floor), out)
+    return out
 
 
 def warm_up() -> None:

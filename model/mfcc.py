@@ -165,6 +165,37 @@ def _sparse_mel_filter_bank() -> scipy.sparse.csr_array:
     return scipy.sparse.csr_array(mel_filter_bank())
 
 
+def mfcc_of_mean_decibels(mean_decibels: np.ndarray, coefficients: Sequence[int]) -> np.ndarray:
+    """Chosen MFCCs of mean log-mel spectra: the orthonormal DCT-II's rows, applied.
+
+    Args:
+        mean_decibels: float array of shape (batch, N_MELS).
+        coefficients: 0-based MFCC indices, each below N_MFCC.
+
+    Returns:
+        float32 array of shape (batch, len(coefficients)).
+
+    Example:
+        >>> mfcc_of_mean_decibels(np.full((1, N_MELS), -100.0), [0, 4]).round(2)
+        array([[-1131.37,     0.  ]], dtype=float32)
+    """
+    # An elementwise product and sum, not a BLAS call (which may start threads).
+    rows = _dct_rows(tuple(coefficients))
+    return (np.asarray(mean_decibels)[:, np.newaxis, :] * rows).sum(axis=2).astype(np.float32)
+
+
+@functools.cache
+def _dct_rows(coefficients: tuple[int, ...]) -> np.ndarray:
+    # Rows of the orthonormal DCT-II of N_MELS points (scipy.fft.dct(type=2,
+    # norm="ortho")): one dot product per coefficient instead of a whole DCT.
+    m = np.arange(N_MELS)
+    rows = np.array([np.cos(np.pi * k * (2 * m + 1) / (2 * N_MELS)) for k in coefficients])
+    scale = np.where(np.array(coefficients) == 0, np.sqrt(1 / N_MELS), np.sqrt(2 / N_MELS))
+    rows = rows * scale[:, np.newaxis]
+    rows.flags.writeable = False
+    return rows
+
+
 def log_mel_spectrogram(power: np.ndarray) -> np.ndarray:
     """Mel power in dB, as ``librosa.power_to_db(S, ref=1.0, amin=1e-10, top_db=80)``.
 

@@ -491,15 +491,16 @@ def notebook_peaks(x: Any, support: int) -> int:
     return int(is_peak.sum())
 
 
-def notebook_winner_features(x: np.ndarray) -> list[float]:
-    """The winners' four from an already denoised segment, the notebooks' way."""
+def notebook_winner_features(x: np.ndarray, center: bool = True) -> list[float]:
+    """The winners' four from an already denoised segment, the notebooks' way
+    (``center=False``: librosa's frames lie wholly in the segment, as labquake's do)."""
     import librosa
     import pandas as pd
 
     from model import features
 
     rolling_std = pd.Series(x).rolling(features.WINNER_ROLLING_WIDTH).std().dropna().values
-    coefficients = librosa.feature.mfcc(y=x)
+    coefficients = librosa.feature.mfcc(y=x, center=center)
     return [float(notebook_peaks(x, features.PEAK_SUPPORT)),
             float(np.percentile(rolling_std, features.WINNER_ROLLING_PERCENT)),
             *(float(coefficients[index].mean()) for index in features.MFCC_COEFFICIENTS)]
@@ -537,7 +538,9 @@ def bench_features(samples: np.ndarray, windows: int, repeats: int) -> dict[str,
              for name, (wall, cpu) in times.items()}
     denoised = features.denoise(batch[:1], starts[:1])[0].astype(np.float64)
     ours = features.extract(batch[:1], starts[:1], names=features.WINNERS_FEATURES)[0]
-    theirs = notebook_winner_features(denoised)
+    # The first window begins on a multiple of 512 on the counter, so labquake's frames
+    # (whole, on that grid) are librosa's without centring.
+    theirs = notebook_winner_features(denoised, center=False)
     agreement = {name: float(reference - value) for name, reference, value in
                  zip(features.WINNERS_FEATURES, theirs, ours.tolist(), strict=True)}
     reference = timed["reference"]

@@ -203,9 +203,11 @@ class TimedPredictor:
         self._metrics.observe_batch(len(windows), time.perf_counter() - started)
         return result
 
-    def predict_in_context(self, windows: Any, start_samples: Any, contexts: Any) -> Any:
+    def predict_in_context(self, windows: Any, start_samples: Any, contexts: Any,
+                           **sharing: Any) -> Any:
         started = time.perf_counter()
-        result = self.wrapped.predict_in_context(windows, start_samples, contexts)
+        # ``sharing``: the pipeline's block cache and each window's stream, if any.
+        result = self.wrapped.predict_in_context(windows, start_samples, contexts, **sharing)
         self._metrics.observe_batch(len(windows), time.perf_counter() - started)
         return result
 

@@ -214,6 +214,9 @@ class Pipeline:
         self._policy_state = policy_state
         self._clock = clock
         self._streams: dict[StreamId, _Stream] = {}
+        # Overlapping windows of a stream share the work of their common blocks.
+        make_cache = getattr(predictor, "block_cache", None)
+        self._blocks = make_cache(self.hop) if make_cache is not None else None
         self._pending: list[_PendingWindow] = []
         self._pending_since: float | None = None
         self.counters = Counters()
@@ -250,6 +253,8 @@ class Pipeline:
                 # The context's past ends at the gap too; the next window starts afresh.
                 stream.context = None
                 stream.context_state = None
+                if self._blocks is not None:
+                    self._blocks.forget(chunk.stream_id)
                 self.counters.gaps += 1
                 events.append(GapEvent(*chunk.stream_id, item.expected_sample, item.got_sample))
             elif isinstance(item, Duplicate):
@@ -308,6 +313,8 @@ class Pipeline:
     def drop_stream(self, stream_id: StreamId) -> None:
         """Forget a stream (its partition went to another process). Call after ``flush``."""
         self._streams.pop(stream_id, None)
+        if self._blocks is not None:
+            self._blocks.forget(stream_id)
         self._pending = [p for p in self._pending if p.stream_id != stream_id]
         if not self._pending:
             self._pending_since = None
@@ -344,13 +351,21 @@ class Pipeline:
         self._pending_since = self._clock() if self._pending else None
         if not batch:
             return []
-        windows = np.stack([p.window.samples for p in batch])
+        rows = [p.window.samples for p in batch]
+        # With a block cache the features read only each window's new blocks: the rows
+        # go as a list, not stacked into one copy.
+        windows = rows if self._blocks is not None else np.stack(rows)
         starts = np.array([p.window.first_sample for p in batch], dtype=np.int64)
-        if getattr(self.predictor, "context", None) is None:
+        contexts = (None if getattr(self.predictor, "context", None) is None
+                    else [self._context_call(p) for p in batch])
+        if self._blocks is not None:
+            prediction = self.predictor.predict_in_context(
+                windows, starts, contexts, cache=self._blocks,
+                streams=[p.stream_id for p in batch])
+        elif contexts is None:
             prediction = self.predictor.predict(windows, starts)
         else:
-            prediction = self.predictor.predict_in_context(
-                windows, starts, [self._context_call(p) for p in batch])
+            prediction = self.predictor.predict_in_context(windows, starts, contexts)
         ttf, tsf, p_failure = _outputs(prediction)
         self.counters.batches += 1
         self.counters.windows += len(batch)

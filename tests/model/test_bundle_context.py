@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import bundle, dataset, features, simulate
+from model import bundle, dataset, simulate
 from model.context import ContextConfig
 from model.network import build_model
 from stream.errors import LabquakeError
@@ -121,4 +121,32 @@ def test_a_bundle_without_a_context_reads_each_window_alone(tmp_path: Path) -> N
     assert plain.metadata["context"] is None
     with pytest.raises(ValueError, match="no context"):
         plain.new_context(RATE)
-    assert features.FEATURES_VERSION == 1
+    windows = np.zeros((2, WINDOW), np.int16)
+    starts = np.array([0, WINDOW])
+    np.testing.assert_array_equal(plain.predict_in_context(windows, starts, None).ttf_s,
+                                  plain.predict(windows, starts).ttf_s)
+
+
+def test_overlapping_windows_through_the_bundles_block_cache(
+        record: simulate.SimulatedRecord, tmp_path: Path) -> None:
+    window, hop = 3 * 3_000, 3_000  # three blocks a window
+    names = (*OWN, *CONTEXT.names)
+    wide = bundle.save(tmp_path / "w.lqb", build_model(len(names)), feature_names=names,
+                       window=window, hop=window, scaler_mean=np.zeros(len(names)),
+                       scaler_std=np.ones(len(names)), training_fingerprint="t", metrics={},
+                       alert_policy={}, context=CONTEXT, extra={"sample_rate_hz": RATE})
+    assert wide.block_cache(window) is None  # windows that do not overlap share nothing
+    assert wide.block_cache(2_000) is None  # shorter than a frame and its hop
+    cache = wide.block_cache(hop)
+    assert cache is not None and cache.blocks_per_window == 3
+    starts = np.arange(40, dtype=np.int64) * hop
+    rows = [record.acoustic_data[start:start + window] for start in starts]
+    plain, shared = wide.new_context(RATE, hop), wide.new_context(RATE, hop)
+    alone = wide.predict_in_context(np.stack(rows), starts, [plain.step] * 40)
+    together = [wide.predict_in_context(rows[first:first + 8], starts[first:first + 8],
+                                        [shared.step] * 8, cache=cache,
+                                        streams=["rig/ae0"] * 8)
+                for first in range(0, 40, 8)]
+    for name in ("ttf_s", "tsf_s", "p_failure"):
+        np.testing.assert_allclose(np.concatenate([getattr(part, name) for part in together]),
+                                   getattr(alone, name), rtol=1e-4, atol=1e-4)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.fft
 import scipy.stats
 
 from model import features, mfcc
@@ -107,7 +108,18 @@ def test_noise_stream_is_pinned():
     # every trained bundle changed; bump FEATURES_VERSION and retrain.
     noise = features.denoise(np.zeros((1, 4096), np.int16), np.array([123_456_789]))[0, :4]
     np.testing.assert_array_equal(
-        noise, np.array([-0.17380683, -0.27409258, -0.25638962, 0.15820141], np.float32))
+        noise, np.array([-0.87943149, -0.52300107, -0.47961277, 0.046497907], np.float32))
+
+
+@pytest.mark.parametrize("start", [0, 5, 65_535, 2**40 + 2])
+def test_a_samples_noise_depends_on_its_place_alone(start):
+    # The same samples read from two places on the counter get the same noise where they
+    # overlap: overlapping windows can share work.
+    samples = lanl_like(1, 10_000, seed=3)[0]
+    whole = features._noisy(samples, start)
+    for offset in (1, 3, 4, 4_097, 9_999):
+        np.testing.assert_array_equal(features._noisy(samples[offset:], start + offset),
+                                      whole[offset:])
 
 
 def test_denoise_removes_the_offset():
@@ -132,12 +144,15 @@ def test_peak_needs_support_on_both_sides():
     # 3 at index 2 is a peak; 2 at index 5 tops its neighbours but not the 5 two away;
     # 5 at index 7 lacks a second right neighbour.
     signal = np.array([[0, 1, 3, 1, 0, 2, 1, 5, 0]], np.float32)
-    assert features._count_peaks(signal, 2).tolist() == [1]
+    assert features._peak_flags(signal, 2, 2).sum() == 1
 
 
-def reference_rolling_std(signal: np.ndarray, width: int, stride: int) -> np.ndarray:
-    runs = np.lib.stride_tricks.sliding_window_view(signal.astype(np.float64), width, axis=1)
-    return runs[:, ::stride].std(axis=2, ddof=1)
+def reference_rolling_std(signal: np.ndarray, width: int, stride: int,
+                          start: int = 0) -> np.ndarray:
+    """The std of every full run of ``width`` samples beginning on a multiple of ``stride``
+    on the counter, for a row whose first sample is ``start`` on it."""
+    runs = np.lib.stride_tricks.sliding_window_view(signal.astype(np.float64), width, axis=-1)
+    return runs[..., (-start) % stride::stride, :].std(axis=-1, ddof=1)
 
 
 def test_winner_rolling_std_percentile_matches_a_plain_reference(lanl_windows):
@@ -149,13 +164,17 @@ def test_winner_rolling_std_percentile_matches_a_plain_reference(lanl_windows):
 
 @pytest.mark.parametrize("width", features.ROLLING_WIDTHS)
 def test_rolling_std_features_match_a_plain_reference(short_windows, width):
-    windows, starts = short_windows[:4], np.arange(4) * SHORT_WINDOW
+    # Starts off the runs' grid too: the runs begin on multiples of the stride on the
+    # counter, not at the window's first sample.
+    windows, starts = short_windows[:4], np.array([0, 7, SHORT_WINDOW + 33, 999])
     names = [f"log_rolling_std_{width}_p{percent:02d}" for percent in features.ROLLING_PERCENTS]
     ours = features.extract(windows, starts, names=names)
     stride = max(1, width // features.ROLLING_STRIDE_DIVISOR)
-    stds = reference_rolling_std(features.denoise(windows, starts), width, stride)
-    expected = np.log(np.percentile(stds, features.ROLLING_PERCENTS, axis=1).T)
-    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+    denoised = features.denoise(windows, starts)
+    for row, start in enumerate(starts):
+        stds = reference_rolling_std(denoised[row], width, stride, start)
+        expected = np.log(np.percentile(stds, features.ROLLING_PERCENTS))
+        np.testing.assert_allclose(ours[row], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_moments_and_counts_match_numpy(short_windows):
@@ -179,29 +198,50 @@ def test_sta_lta_long_runs_are_whole_multiples_of_short_ones():
 
 def test_sta_lta_matches_a_plain_reference(short_windows):
     windows, starts = short_windows[:2], np.array([0, 1])
-    x = features.denoise(windows, starts)
-    short = reference_rolling_std(x, 50, 50) ** 2
-    long = reference_rolling_std(x, 1000, 50) ** 2
-    ratio = short[:, (1000 - 50) // 50:][:, :long.shape[1]] / long
+    denoised = features.denoise(windows, starts)
     ours = features.extract(windows, starts,
                             names=["sta_lta_50_1000_mean", "log_sta_lta_50_1000_max"])
-    np.testing.assert_allclose(ours[:, 0], ratio.mean(axis=1), rtol=1e-4)
-    np.testing.assert_allclose(ours[:, 1], np.log(ratio.max(axis=1)), rtol=1e-4)
+    for row, start in enumerate(starts):
+        # Both at every end sample on a multiple of 50 on the counter.
+        short = reference_rolling_std(denoised[row], 50, 50, start) ** 2
+        long = reference_rolling_std(denoised[row], 1000, 50, start) ** 2
+        ratio = short[(1000 - 50) // 50:][:len(long)] / long
+        np.testing.assert_allclose(ours[row, 0], ratio.mean(), rtol=1e-4)
+        np.testing.assert_allclose(ours[row, 1], np.log(ratio.max()), rtol=1e-4)
 
 
-def test_band_powers_sum_to_the_variance(short_windows):
+def test_band_powers_sum_to_the_variance():
     bands = [name for name in features.FEATURE_NAMES if name.startswith("log_band_power_")]
-    result = features.extract(short_windows, names=[*bands, "log_variance"])
-    # Parseval, up to the Hann window's weighting and the zero-padded edge frames.
+    # A steady signal: Parseval, up to the Hann window's weighting of the window's ends
+    # (frames lie wholly inside the window, so its first and last samples weigh less).
+    steady = np.random.default_rng(5).normal(3.0, 40.0, (4, SHORT_WINDOW)).round()
+    result = features.extract(steady.astype(np.int16), np.arange(4) * 1_001,
+                              names=[*bands, "log_variance"])
     np.testing.assert_allclose(np.exp(result[:, :-1]).sum(axis=1), np.exp(result[:, -1]),
-                               rtol=0.05)
+                               rtol=0.03)
+
+
+def reference_mean_mfcc(x: np.ndarray, start: int) -> np.ndarray:
+    """librosa's MFCC 4 and 18, mean over the frames of 2048 samples that begin on a
+    multiple of 512 on the counter and lie wholly in the window: NumPy and SciPy, frame
+    by frame."""
+    first = (-start) % mfcc.HOP_LENGTH
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), mfcc.N_FFT)
+    frames = frames[first::mfcc.HOP_LENGTH] * mfcc.hann_window()
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    decibels = 10 * np.log10(np.maximum(1e-10, mfcc.mel_filter_bank().astype(np.float64)
+                                        @ power.T))
+    decibels = np.maximum(decibels, decibels.max() - 80.0)
+    return scipy.fft.dct(decibels.mean(axis=1), type=2, norm="ortho")[[4, 18]]
 
 
 def test_mfcc_features_are_the_frame_means_of_the_mfcc(lanl_windows):
-    starts = np.array([10, 20, 30])
+    starts = np.array([10, 512, 30_001])
     ours = features.extract(lanl_windows, starts, names=["mfcc_4_mean", "mfcc_18_mean"])
-    coefficients = mfcc.mfcc(features.denoise(lanl_windows, starts))
-    np.testing.assert_allclose(ours, coefficients[:, [4, 18]].mean(axis=2), atol=1e-3)
+    denoised = features.denoise(lanl_windows, starts)
+    for row, start in enumerate(starts):
+        np.testing.assert_allclose(ours[row], reference_mean_mfcc(denoised[row], start),
+                                   atol=1e-3)
 
 
 @pytest.mark.parametrize("kind", ["zeros", "max", "min", "alternating", "square", "spike"])
@@ -295,23 +335,23 @@ def test_bad_thread_count_raises_labquake_error(threads):
 
 
 def test_an_error_in_a_chunk_reaches_the_caller(monkeypatch):
-    real_denoise = features._denoise
+    real_noisy = features._noisy
 
-    def failing_denoise(windows, start_samples):
-        if 3 in start_samples:  # the second of two chunks, on whichever thread
+    def failing_noisy(samples, first_sample):
+        if first_sample == 3:  # in the second of two chunks, on whichever thread
             raise ValueError("boom")
-        return real_denoise(windows, start_samples)
+        return real_noisy(samples, first_sample)
 
-    monkeypatch.setattr(features, "_denoise", failing_denoise)
+    monkeypatch.setattr(features, "_noisy", failing_noisy)
     with pytest.raises(ValueError, match="boom"):
         features.extract(np.zeros((4, 4096), np.int16), np.arange(4), threads=2)
     # The pool is still usable afterwards.
-    monkeypatch.setattr(features, "_denoise", real_denoise)
+    monkeypatch.setattr(features, "_noisy", real_noisy)
     assert features.extract(np.zeros((4, 4096), np.int16), threads=2).shape == (
         4, len(features.FEATURE_NAMES))
 
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "features_v1.npz"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "features_v2.npz"
 
 
 def test_values_are_pinned_for_this_features_version():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.fft
 
 from model import mfcc
 
@@ -79,3 +80,11 @@ def test_hann_window_is_periodic():
     window = mfcc.hann_window()
     assert window[0] == 0.0 and window[mfcc.N_FFT // 2] == 1.0
     np.testing.assert_allclose(window[1:], window[1:][::-1], atol=1e-7)
+
+
+def test_chosen_coefficients_of_mean_decibels_are_the_dct_rows():
+    mean_decibels = np.random.default_rng(7).uniform(-100, 20, (3, mfcc.N_MELS))
+    coefficients = [0, 4, 18, 19]
+    expected = scipy.fft.dct(mean_decibels, type=2, norm="ortho", axis=-1)[:, coefficients]
+    np.testing.assert_allclose(mfcc.mfcc_of_mean_decibels(mean_decibels, coefficients),
+                               expected, rtol=1e-6, atol=1e-3)

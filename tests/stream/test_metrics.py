@@ -71,6 +71,18 @@ def test_a_pipeline_with_a_timed_predictor_reports_every_batch():
     assert core.predictor.window == 4  # everything but predict is the wrapped predictor's
 
 
+def test_a_timed_predictor_passes_the_block_cache_through():
+    from tests.stream.test_pipeline import FeatureVarianceModel
+
+    metrics = MonitorMetrics()
+    model = FeatureVarianceModel(15_000)
+    core = Pipeline(TimedPredictor(model, metrics), window=15_000, hop=3_000, max_batch=4)
+    samples_ = np.random.default_rng(2).integers(-50, 50, 40_000).astype(np.int16)
+    events = core.add(Chunk("rig1", "ae0", 0, 1000.0, 0.0, samples_)) + core.flush()
+    assert model.cached_calls == 3 and sum(event.kind == "prediction" for event in events) == 9
+    assert samples(metrics)[("labquake_batch_size_windows_sum", ())] == 9
+
+
 def test_lag_gauges_follow_the_assignment_and_the_model_series_follows_the_reload():
     metrics = MonitorMetrics()
     metrics.set_lag({"t/0": 5, "t/1": 0})

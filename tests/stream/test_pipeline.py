@@ -268,3 +268,59 @@ def test_a_gap_starts_the_context_afresh():
                              _chunks(record[2000:], [500] * 4, first=2000 + 10 * WINDOW))
              if isinstance(e, PredictionEvent)]
     assert _comparable(after_gap) == _comparable(fresh)
+
+
+class FeatureVarianceModel:
+    """P(failure) from the windows' log variance, through model.features: with a hop that
+    lets windows share blocks, the pipeline hands it a block cache and each window's
+    stream."""
+
+    version = "variance-1"
+
+    def __init__(self, window: int, shares: bool = True) -> None:
+        self.window = window
+        self.shares = shares
+        self.cached_calls = 0
+
+    def block_cache(self, hop: int):
+        from model import features
+
+        if not (self.shares and features.shares_blocks(self.window, hop)):
+            return None
+        return features.BlockCache(self.window, hop)
+
+    def predict(self, windows, start_samples):
+        return self.predict_in_context(windows, start_samples, None)
+
+    def predict_in_context(self, windows, start_samples, contexts, cache=None, streams=None):
+        from model import features
+
+        assert contexts is None
+        self.cached_calls += cache is not None
+        variance = features.extract(windows, start_samples, names=["log_variance"],
+                                    cache=cache, streams=streams)[:, 0].astype(np.float64)
+        return 20.0 - variance, start_samples / RATE, np.clip((variance - 4.0) / 4.0, 0.0, 1.0)
+
+
+def test_overlapping_windows_through_a_block_cache_give_each_windows_own_result():
+    window, hop = 15_000, 3_000
+    rng = np.random.default_rng(9)
+    level = np.repeat(np.where(np.arange(12) % 4 == 3, 300.0, 4.0), 6_000)
+    record = (rng.normal(0, 1, len(level)) * level).astype(np.int16)
+    chunks = list(_chunks(record, [4_096] * 20))
+    del chunks[9]  # a gap: the stream's blocks are forgotten, its windows start afresh
+    shared_model = FeatureVarianceModel(window)
+    shared = _run(Pipeline(shared_model, window, hop=hop, max_batch=4), chunks)
+    alone = _run(Pipeline(FeatureVarianceModel(window, shares=False), window, hop=hop,
+                          max_batch=4), chunks)
+    assert shared_model.cached_calls > 0
+    assert [type(e) for e in shared] == [type(e) for e in alone]
+    predictions = [(a, b) for a, b in zip(shared, alone, strict=True)
+                   if isinstance(a, PredictionEvent)]
+    ends = [ours.window_end_sample for ours, _ in predictions]
+    # Windows before the gap (samples 36,864 to 40,959) and after it, from fresh blocks.
+    assert min(ends) < 36_864 and max(ends) - window + 1 > 40_960 and len(ends) >= 10
+    for ours, theirs in predictions:
+        assert ours.window_end_sample == theirs.window_end_sample
+        assert ours.ttf_s == pytest.approx(theirs.ttf_s, abs=2e-4)
+        assert ours.p_failure == pytest.approx(theirs.p_failure, abs=2e-5)
