@@ -193,8 +193,8 @@ class _cached_property(Generic[_Value]):
     """``functools.cached_property`` without its lock.
 
     Before Python 3.12 that lock is one per property, shared by every instance, so the
-    threads' chunks would wait for each other's spectrograms and rolling passes. A chunk
-    is only ever used by one thread.
+    threads' ``_Windows`` would wait for each other's order statistics and MFCCs. A
+    ``_Windows`` is only ever used by one thread.
     """
 
     def __init__(self, compute: Callable[[Any], _Value]):
