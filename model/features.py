@@ -1138,7 +1138,8 @@ def extract(windows: np.ndarray | Sequence[np.ndarray],
     # Windows alone: each is one block, in one set of slots; their blocks are made in
     # chunks on the threads, then combined over all of them at once (a handful of
     # NumPy calls for the whole batch, not per window).
-    lone = [row for row in range(batch) if row not in shared]
+    sharing = set(shared)
+    lone = [row for row in range(batch) if row not in sharing]
     lone_slots = _Slots(plan, len(lone), length, sort=False)
 
     def alone(at: list[int]) -> None:

@@ -9,6 +9,11 @@ spectrogram, 128 Slaney mel bands (``htk=False``, ``norm="slaney"``, 0 Hz to 11,
 DCT-II keeping 20 coefficients. ``tests/model/fixtures/mfcc_librosa.npz`` holds librosa
 0.11's output for a few signals and the tests hold this module to it.
 
+``model.features`` takes the window, the mel bank and the DCT from here, over its own
+frames (those lying wholly in a window, on the sample counter); :func:`mfcc` and
+:func:`power_spectrogram` are librosa's centred framing, kept as the reference the tests
+hold to librosa's output, so the conventions the features use stay librosa's.
+
 librosa is not a dependency: this module is NumPy and SciPy only. The functions on
 signals work on batches: the first axis of their arrays is the signal.
 
