@@ -163,7 +163,6 @@ class Bundle:
         self.path = path
         self.model = model
         self._metadata = dict(metadata)
-        self._extract = features_module.extract
         self._features = features_module
         self._feature_names = tuple(metadata["feature_names"])
         self._context = _context_config(metadata, path)
@@ -263,9 +262,9 @@ class Bundle:
         bases), for :meth:`context_bases` and :meth:`assemble`; ``cache`` and ``streams``
         as ``model.features.extract`` takes them."""
         if cache is None:
-            return self._extract(windows, start_samples, names=self._extract_names)
-        return self._extract(windows, start_samples, names=self._extract_names, cache=cache,
-                             streams=streams)
+            return self._features.extract(windows, start_samples, names=self._extract_names)
+        return self._features.extract(windows, start_samples, names=self._extract_names,
+                                      cache=cache, streams=streams)
 
     def context_bases(self, extracted: np.ndarray) -> np.ndarray:
         """The context's base columns of :meth:`extract`'s output."""

@@ -131,23 +131,6 @@ class ContextConfig:
         return cls(**values)
 
 
-def column_quantile(values: np.ndarray, quantile: float) -> np.ndarray:
-    """``np.quantile(values, quantile, axis=0)`` (its default, linear method), bit for bit,
-    in half its time: one partition and NumPy's own interpolation.
-
-    Example:
-        >>> column_quantile(np.array([[1.0, 4.0], [2.0, 0.0], [3.0, 2.0]]), 0.25).tolist()
-        [1.5, 1.0]
-    """
-    count = len(values)
-    index = (count - 1) * quantile
-    low = math.floor(index)
-    high = min(low + 1, count - 1)
-    gamma = index - low
-    ordered = np.partition(values, sorted({low, high}), axis=0)
-    return _lerp(ordered[low], ordered[high], gamma)
-
-
 def _lerp(below: np.ndarray, above: np.ndarray, gamma: float) -> np.ndarray:
     # NumPy's lerp: from the nearer end, so that the result is exact at gamma 0 and 1.
     difference = above - below
@@ -200,7 +183,8 @@ class StreamContext:
         self._written += 1
 
     def _baseline(self) -> np.ndarray:
-        """``column_quantile`` of the last ``lookback`` rows, from the sorted copy."""
+        """``np.quantile(past[-lookback:], quantile, axis=0)`` (its linear method), bit for
+        bit, read from the sorted copy."""
         count = self._held
         index = (count - 1) * self.config.quantile
         low = math.floor(index)

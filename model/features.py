@@ -846,10 +846,14 @@ class BlockCache:
 
     def _keep(self, stream: Any, first_sample: int) -> None:
         for key in [key for key in self._index if key[0] == stream and key[1] < first_sample]:
-            slot = self._index.pop(key)
-            self._context.pop(slot, None)
-            self._fingerprints.pop(slot, None)
-            self._free.append(slot)
+            self._release(key)
+
+    def _release(self, key: tuple[Any, int]) -> None:
+        """Forget one block and free its slot."""
+        slot = self._index.pop(key)
+        self._context.pop(slot, None)
+        self._fingerprints.pop(slot, None)
+        self._free.append(slot)
 
     def _ready(self, plan: _Plan) -> _Slots:
         if self._slots is None or (self._slots.plan is not plan and self._slots.plan != plan):
@@ -1244,10 +1248,7 @@ def _block_groups(cache: BlockCache, windows: np.ndarray | _RowList, starts: Seq
                 jobs[key] = (row, index)
     for key in jobs:
         if key in cache._index:  # made again: with its context, or of other samples
-            slot = cache._index.pop(key)
-            cache._context.pop(slot, None)
-            cache._fingerprints.pop(slot, None)
-            cache._free.append(slot)
+            cache._release(key)
     slots = cache._take(len(jobs))
     groups: dict[bool, list[tuple[int, int, int]]] = {False: [], True: []}
     for (key, (row, index)), slot in zip(jobs.items(), slots, strict=True):

@@ -12,7 +12,6 @@ from model.context import (
     SINCE_NAME,
     ContextConfig,
     StreamContext,
-    column_quantile,
     context_features,
 )
 from stream.errors import LabquakeError
@@ -125,13 +124,18 @@ def test_windows_per_second_must_be_positive():
         StreamContext(ContextConfig(), 0.0)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 10, 133, 1_333])
-@pytest.mark.parametrize("quantile", [0.0, 0.05, 0.2, 0.5, 0.75, 1.0])
-def test_column_quantile_is_numpys_bit_for_bit(rows, quantile):
-    values = np.random.default_rng(rows).normal(size=(rows, 4))
+@pytest.mark.parametrize("windows_per_second", [3.0, 26.7, 266.7])
+@pytest.mark.parametrize("quantile", [0.05, 0.2, 0.5, 0.75])
+def test_the_baseline_is_numpys_quantile_bit_for_bit(windows_per_second, quantile):
+    config = ContextConfig(quantile=quantile)
+    context = StreamContext(config, windows_per_second)
+    values = np.random.default_rng(7).normal(size=(1_500, len(config.bases)))
     values[::3, 1] = 0.25  # ties
-    np.testing.assert_array_equal(column_quantile(values, quantile),
-                                  np.quantile(values, quantile, axis=0))
+    for row in values.astype(np.float32):
+        context.step(row)
+        past = context._past[-context._lookback:]
+        np.testing.assert_array_equal(context._baseline(),
+                                      np.quantile(past, quantile, axis=0))
 
 
 def test_a_snapshot_taken_after_the_history_wrapped_continues_the_stream():
