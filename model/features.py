@@ -59,6 +59,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
 import functools
@@ -212,11 +213,13 @@ class _cached_property(Generic[_Value]):
         return value
 
 
-def _noisy(samples: np.ndarray, first_sample: int) -> np.ndarray:
+def _noisy(samples: np.ndarray, first_sample: int, out: np.ndarray | None = None,
+           ) -> np.ndarray:
     """``samples`` (int16, one stretch of a stream) plus the denoising noise of their
-    places on the counter: float32 (``kernels.counter_noise``). Sample n's noise depends
-    on n alone, so a sample has the same value in every window that holds it."""
-    return kernels.counter_noise(_NOISE_TABLE, NOISE_SEED, samples, first_sample)
+    places on the counter: float32 (``kernels.counter_noise``), into ``out`` if given.
+    Sample n's noise depends on n alone, so a sample has the same value in every window
+    that holds it."""
+    return kernels.counter_noise(_NOISE_TABLE, NOISE_SEED, samples, first_sample, out)
 
 
 def _median(signal: np.ndarray) -> np.float32:
@@ -378,12 +381,14 @@ class _Slots:
 
 
 def _compute_blocks(slots: _Slots, rows: Sequence[int], segments: np.ndarray,
-                    available: Sequence[int], context: int) -> None:
+                    available: Sequence[int], context: int,
+                    follows: Sequence[bool] | None = None) -> None:
     """Partial results of blocks into ``slots`` rows ``rows``.
 
     Block i is ``segments[i, context:]``, its first sample at ``available[i] + context``
     on the counter; ``segments[i, :context]`` are the samples before it, whose items
-    that end in the block it holds too ("crossing" ones).
+    that end in the block it holds too ("crossing" ones). ``follows[i]``: block i is the
+    one after block i - 1 of the same stream (its context is block i - 1's end).
     """
     plan, columns, stats = slots.plan, slots.plan.columns, slots.stats
     count, total = segments.shape
@@ -391,7 +396,13 @@ def _compute_blocks(slots: _Slots, rows: Sequence[int], segments: np.ndarray,
     rows = np.asarray(rows, np.int64)
     noisy = np.empty((count, total), np.float32)
     for index in range(count):
-        noisy[index] = _noisy(segments[index], available[index])
+        if follows is not None and follows[index]:
+            # The block before it is the previous row's: its samples are this context.
+            noisy[index, :context] = noisy[index - 1, own:]
+            _noisy(segments[index, context:], available[index] + context,
+                   noisy[index, context:])
+        else:
+            _noisy(segments[index], available[index], noisy[index])
     mine = noisy[:, context:]
     half = own // 2
     if slots.sort:
@@ -658,8 +669,14 @@ class _Windows:
                 positions[(runs, percent)] = position
                 quantities.append(index)
                 ranks.append(np.floor(position).astype(np.int64))
+        # A stream's next window, a block later, starts its searches from this one's
+        # answers.
+        previous = np.full(len(self.blocks), -1, np.int64)
+        later = (self.blocks[1:, :-1] == self.blocks[:-1, 1:]).all(axis=1)
+        previous[1:][later] = np.flatnonzero(later)
         values = kernels.ranked(self.slots.values, self.slots.bounds, self.blocks,
-                                np.array(quantities, np.int64), np.stack(ranks, axis=1))
+                                np.array(quantities, np.int64), np.stack(ranks, axis=1),
+                                previous)
         self.median = np.where(samples % 2 == 1, values[0, :, 0],
                                (values[0, :, 0] + values[1, :, 0]) * np.float32(0.5))
         self._percentiles = {}
@@ -675,22 +692,18 @@ class _Windows:
     def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Variance, skewness and kurtosis of each window's samples (population)."""
         counts, means = self.column("samples"), self.column("mean")
-        sums = self.column("m2"), self.column("m3"), self.column("m4")
-        n, mean = counts[:, 0], means[:, 0]
-        m2, m3, m4 = (values[:, 0] for values in sums)
-        # Chan et al.'s and Pébay's pairwise combination of central moment sums.
-        for block in range(1, counts.shape[1]):
-            nb, b2, b3, b4 = counts[:, block], *(values[:, block] for values in sums)
-            total = n + nb
-            delta = means[:, block] - mean
-            m4 = (m4 + b4 + delta**4 * n * nb * (n * n - n * nb + nb * nb) / total**3
-                  + 6 * delta**2 * (n * n * b2 + nb * nb * m2) / total**2
-                  + 4 * delta * (n * b3 - nb * m3) / total)
-            m3 = (m3 + b3 + delta**3 * n * nb * (n - nb) / total**2
-                  + 3 * delta * (n * b2 - nb * m2) / total)
-            m2 = m2 + b2 + delta**2 * n * nb / total
-            mean = mean + delta * nb / total
-            n = total
+        b2, b3, b4 = self.column("m2"), self.column("m3"), self.column("m4")
+        if counts.shape[1] == 1:
+            n, m2, m3, m4 = counts[:, 0], b2[:, 0], b3[:, 0], b4[:, 0]
+        else:
+            # Each block's central moment sums moved to the window's mean (the binomial
+            # shift; its first central sum is 0), all blocks at once.
+            n = counts.sum(axis=1)
+            delta = means - ((counts * means).sum(axis=1) / n)[:, np.newaxis]
+            squared = delta * delta
+            m2 = (b2 + counts * squared).sum(axis=1)
+            m3 = (b3 + delta * (3 * b2 + counts * squared)).sum(axis=1)
+            m4 = (b4 + delta * (4 * b3 + delta * (6 * b2 + counts * squared))).sum(axis=1)
         variance = np.maximum(m2 / n, VARIANCE_FLOOR)
         return variance, (m3 / n) / variance**1.5, (m4 / n) / variance**2
 
@@ -836,7 +849,10 @@ class BlockCache:
         self._slots: _Slots | None = None
         self._index: dict[tuple[Any, int], int] = {}  # (stream, block start) -> slot
         self._context: dict[int, bool] = {}  # slot -> made with the samples before it
-        self._fingerprints: dict[int, bytes] = {}
+        # Per slot, its block's fingerprint (see _fingerprint), and the piece it was made
+        # from when the window came as pieces: the same read-only piece again needs no look.
+        self._prints = np.zeros((0, 2 * _FINGERPRINT), np.int16)
+        self._sources: dict[int, np.ndarray] = {}
         self._free: list[int] = []
         self._latest: dict[Any, int] = {}  # stream -> start of its last window
 
@@ -852,14 +868,14 @@ class BlockCache:
         """Forget one block and free its slot."""
         slot = self._index.pop(key)
         self._context.pop(slot, None)
-        self._fingerprints.pop(slot, None)
+        self._sources.pop(slot, None)
         self._free.append(slot)
 
     def _ready(self, plan: _Plan) -> _Slots:
         if self._slots is None or (self._slots.plan is not plan and self._slots.plan != plan):
             self._index.clear()
             self._context.clear()
-            self._fingerprints.clear()
+            self._sources.clear()
             self._slots = _Slots(plan, 0, self.hop, sort=True)
             self._free = []
         return self._slots
@@ -870,6 +886,9 @@ class BlockCache:
             old = self._slots.capacity
             self._slots.grow(old + count - len(self._free))
             self._free.extend(range(old, self._slots.capacity))
+            grown = np.zeros((self._slots.capacity, 2 * _FINGERPRINT), np.int16)
+            grown[:len(self._prints)] = self._prints
+            self._prints = grown
         taken, self._free = self._free[:count], self._free[count:]
         return taken
 
@@ -885,10 +904,18 @@ def shares_blocks(window: int, hop: int) -> bool:
     return 0 < hop < window and window % hop == 0 and hop >= MIN_SHARED_HOP
 
 
-def _fingerprint(samples: np.ndarray) -> bytes:
-    # A block's first and last samples: a stream restarted under the same name, whose
-    # blocks begin at the same places with other samples, is caught by them.
-    return samples[:_FINGERPRINT].tobytes() + samples[-_FINGERPRINT:].tobytes()
+def _fingerprint(block: np.ndarray) -> np.ndarray:
+    """A block's first and last samples: a stream restarted under the same name, whose
+    blocks begin at the same places with other samples, is caught by them."""
+    return np.concatenate([block[:_FINGERPRINT], block[-_FINGERPRINT:]])
+
+
+def _blocks_of(row: np.ndarray | _Pieces, count: int, hop: int) -> list[np.ndarray]:
+    """A window's blocks, as views (a stream's pieces are its blocks)."""
+    if isinstance(row, _Pieces) and len(row.pieces) == count and all(
+            len(piece) == hop for piece in row.pieces):
+        return list(row.pieces)
+    return [row[index * hop:(index + 1) * hop] for index in range(count)]
 
 
 _FINGERPRINT = 32
@@ -1090,7 +1117,9 @@ def extract(windows: np.ndarray | Sequence[np.ndarray],
 
     Args:
         windows: int16 array of shape (batch, window_len), window_len >= MIN_WINDOW_LEN,
-            or a list of such 1-D rows (with a cache, they are then not copied).
+            or a list of rows, each a 1-D int16 array or a tuple of consecutive ones (a
+            window's pieces, ``stream.windows.Window.pieces``); with a cache, rows are
+            read where their new blocks lie, not copied.
         start_samples: int64 array of shape (batch,), each window's first sample on the
             instrument's counter: the noise, the rolling runs and the STFT frames are
             placed by it, so the same window at the same place always gives the same
@@ -1222,12 +1251,13 @@ def _checked_sharing(cache: BlockCache | None, streams: Sequence[Hashable | None
 
 def _block_groups(cache: BlockCache, windows: np.ndarray | _RowList, starts: Sequence[int],
                   streams: Sequence[Hashable | None], rows: list[int], threads: int,
-                  ) -> list[tuple[list[int], np.ndarray, list[int], int]]:
+                  ) -> list[tuple[list[int], np.ndarray, list[int], int, list[bool]]]:
     """The blocks the rows need that the cache lacks, given slots, as arguments of
     ``_compute_blocks``: each made from a row that holds the samples before it where one
     does, in groups of one context length, cut for the threads."""
-    hop = cache.hop
+    hop, count = cache.hop, cache.blocks_per_window
     jobs: dict[tuple[Hashable, int], tuple[int, int]] = {}
+    blocks: dict[int, list[np.ndarray]] = {}
     latest: dict[Hashable, int] = {}
     for row in rows:
         stream, start = streams[row], starts[row]
@@ -1237,12 +1267,14 @@ def _block_groups(cache: BlockCache, windows: np.ndarray | _RowList, starts: Seq
         if stream not in latest and start < cache._latest.get(stream, -1):
             cache.forget(stream)  # the stream went back: a new recording under its name
         latest[stream] = start
-        for index in range(cache.blocks_per_window):
+        blocks[row] = row_blocks = _blocks_of(windows[row], count, hop)
+        for index, block in enumerate(row_blocks):
             key = (stream, start + index * hop)
             slot = cache._index.get(key)
-            samples = windows[row][index * hop:(index + 1) * hop]
-            if slot is not None and (cache._context[slot] or index == 0) and (
-                    cache._fingerprints[slot] == _fingerprint(samples)):
+            # A block made alone (no samples before it) serves only as a window's first.
+            if slot is not None and (index == 0 or cache._context[slot]) and (
+                    cache._sources.get(slot) is block
+                    or np.array_equal(cache._prints[slot], _fingerprint(block))):
                 continue
             if key not in jobs or (index > 0 and jobs[key][1] == 0):
                 jobs[key] = (row, index)
@@ -1254,7 +1286,10 @@ def _block_groups(cache: BlockCache, windows: np.ndarray | _RowList, starts: Seq
     for (key, (row, index)), slot in zip(jobs.items(), slots, strict=True):
         cache._index[key] = slot
         cache._context[slot] = index > 0
-        cache._fingerprints[slot] = _fingerprint(windows[row][index * hop:(index + 1) * hop])
+        block = blocks[row][index]
+        cache._prints[slot] = _fingerprint(block)
+        if isinstance(windows[row], _Pieces):
+            cache._sources[slot] = block
         groups[index > 0].append((slot, row, index))
     found = []
     for context, members in groups.items():
@@ -1262,10 +1297,14 @@ def _block_groups(cache: BlockCache, windows: np.ndarray | _RowList, starts: Seq
         for part in _row_chunks(members, hop + size, threads):
             found.append((
                 [slot for slot, _, _ in part],
-                np.stack([windows[row][index * hop - size:(index + 1) * hop]
-                          for _, row, index in part]),
+                _segments(windows, [(row, index * hop - size, (index + 1) * hop)
+                                    for _, row, index in part]),
                 [starts[row] + index * hop - size for _, row, index in part],
-                size))
+                size,
+                [bool(context and at and streams[row] == streams[part[at - 1][1]]
+                      and starts[row] + index * hop
+                      == starts[part[at - 1][1]] + (part[at - 1][2] + 1) * hop)
+                 for at, (_, row, index) in enumerate(part)]))
     return found
 
 
@@ -1336,17 +1375,85 @@ def _plan_for(names: tuple[str, ...]) -> _Plan:
 
 
 class _RowList(list):
-    """Windows given as a list of equal 1-D int16 arrays, used as they are (no copy)."""
+    """Windows given as a list of equal 1-D int16 arrays or :class:`_Pieces`, used as
+    they are (no copy)."""
 
     shape: tuple[int, int]
 
 
-def _validated(windows: np.ndarray | Sequence[np.ndarray], start_samples: np.ndarray | None,
+class _Pieces:
+    """One window given as consecutive 1-D int16 arrays (a stream's pieces as they were
+    stored, shared by overlapping windows): a slice inside one piece is a view of it, and
+    only one across pieces, or the whole window, joins them."""
+
+    def __init__(self, pieces: Sequence[np.ndarray]) -> None:
+        self.pieces = tuple(pieces)
+        self.ends = list(itertools.accumulate(len(piece) for piece in self.pieces))
+
+    def __len__(self) -> int:
+        return self.ends[-1]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(len(self))
+        assert step == 1, "a window's pieces are read by plain slices"
+        if start >= stop:
+            return np.empty(0, np.int16)
+        first = bisect.bisect_right(self.ends, start)
+        begin = self.ends[first - 1] if first else 0
+        if stop <= self.ends[first]:
+            return self.pieces[first][start - begin:stop - begin]
+        last = bisect.bisect_left(self.ends, stop)
+        joined = np.concatenate(self.pieces[first:last + 1])
+        return joined[start - begin:stop - begin]
+
+    def copy_into(self, start: int, out: np.ndarray) -> None:
+        """Samples ``[start, start + len(out))`` into ``out``, piece by piece."""
+        stop = start + len(out)
+        at = bisect.bisect_right(self.ends, start)
+        while start < stop:
+            begin = self.ends[at - 1] if at else 0
+            end = min(stop, self.ends[at])
+            out[start - stop + len(out):end - stop + len(out)] = (
+                self.pieces[at][start - begin:end - begin])
+            start = end
+            at += 1
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        joined = np.concatenate(self.pieces)
+        return joined if dtype is None else joined.astype(dtype, copy=False)
+
+
+def _segments(windows: np.ndarray | _RowList, spans: list[tuple[int, int, int]],
+              ) -> np.ndarray:
+    """Samples ``[first, stop)`` of row ``row`` for each ``(row, first, stop)`` of
+    ``spans`` (all of one length), stacked: one copy, also from a window's pieces."""
+    length = spans[0][2] - spans[0][1]
+    out = np.empty((len(spans), length), np.int16)
+    for line, (row, first, stop) in zip(out, spans, strict=True):
+        window = windows[row]
+        if isinstance(window, _Pieces):
+            window.copy_into(first, line)
+        else:
+            line[:] = window[first:stop]
+    return out
+
+
+def _is_row(row: Any) -> bool:
+    return isinstance(row, np.ndarray) and row.ndim == 1 and row.dtype == np.int16
+
+
+def _validated(windows: np.ndarray | Sequence[np.ndarray | Sequence[np.ndarray]],
+               start_samples: np.ndarray | None,
                ) -> tuple[np.ndarray | _RowList, list[int]]:
     if isinstance(windows, list | tuple) and windows and all(
-            isinstance(row, np.ndarray) and row.ndim == 1 and row.dtype == np.int16
-            and len(row) == len(windows[0]) for row in windows):
-        windows = _RowList(windows)
+            _is_row(row) or (isinstance(row, tuple) and row and all(map(_is_row, row)))
+            for row in windows):
+        rows = [_Pieces(row) if isinstance(row, tuple) else row for row in windows]
+        if any(len(row) != len(rows[0]) for row in rows):
+            raise LabquakeError(
+                f"windows must all have the same length, got lengths "
+                f"{sorted({len(row) for row in rows})}; pass windows of one length")
+        windows = _RowList(rows)
         windows.shape = (len(windows), len(windows[0]))
     else:
         windows = np.asarray(windows)

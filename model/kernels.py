@@ -237,7 +237,7 @@ def _count_at_most(values, first, stop, bound):
     return low - first
 
 
-def _ranked_source(buffer, bounds, slots, quantities, ranks, out):
+def _ranked_source(buffer, bounds, slots, quantities, ranks, previous, out):
     """Order statistics of windows made of sorted parts of a buffer's rows.
 
     Window r is the blocks in buffer rows slots[r, :]; its quantity q is the multiset
@@ -245,7 +245,9 @@ def _ranked_source(buffer, bounds, slots, quantities, ranks, out):
     sorted), less the values of its first block's buffer[slot, bounds[slot, q, 2]:
     bounds[slot, q, 3]] (sorted, all among that block's own). Request j asks quantity
     quantities[j] for its ranks[r, j]-th smallest value (0-based) into out[0, r, j], and
-    the value at the next rank into out[1, r, j].
+    the value at the next rank into out[1, r, j]. previous[r] >= 0 names an earlier window
+    whose answer to the same request is the first pivot (a window a block later, whose
+    answers lie close); any pivot gives the same answer.
 
     The search keeps, per part, the stretch [below, above) where the answer may be; each
     step counts the values below and up to a pivot taken from the widest stretch at the
@@ -269,6 +271,7 @@ def _ranked_source(buffer, bounds, slots, quantities, ranks, out):
             above[parts] = bounds[head, q, 3]
             passed = 0  # values below every stretch, left-out ones taken off
             value = np.float64(0.0)
+            hinted = previous[r] >= 0
             while True:
                 active = 0
                 widest = 0
@@ -281,6 +284,9 @@ def _ranked_source(buffer, bounds, slots, quantities, ranks, out):
                 span = above[widest] - below[widest]
                 pick = below[widest] + min(span - 1, max(0, int(share * span)))
                 pivot = np.float64(buffer[slots[r, widest], pick])
+                if hinted:
+                    pivot = np.float64(out[0, previous[r], j])
+                    hinted = False
                 smaller = passed
                 at_most = passed
                 for i in range(parts + 1):
@@ -423,7 +429,8 @@ def _signatures() -> dict[str, tuple[Callable[..., None], Any]]:
         "ranked": (_ranked_source, types.void(
             array(types.float32, 2, readonly=True), array(types.int64, 3, readonly=True),
             array(types.int64, 2, readonly=True), array(types.int64, 1, readonly=True),
-            array(types.int64, 2, readonly=True), array(types.float32, 3))),
+            array(types.int64, 2, readonly=True), array(types.int64, 1, readonly=True),
+            array(types.float32, 3))),
         "sorted_abs_stats": (_sorted_abs_stats_source, types.void(
             array(types.float32, 2, readonly=True), array(types.float64, 2, readonly=True),
             array(types.int64, 2, readonly=True), array(types.int64, 1, readonly=True),
@@ -528,7 +535,7 @@ def rolling_variances(signal: np.ndarray, runs: tuple[tuple[int, int], ...],
 
 
 def counter_noise(noise_table: np.ndarray, seed: int, samples: np.ndarray,
-                  first_sample: int) -> np.ndarray:
+                  first_sample: int, out: np.ndarray | None = None) -> np.ndarray:
     """The samples plus noise that depends on each sample's place on the counter alone.
 
     Sample n's noise is ``noise_table[level]``, the level being 16-bit word ``n % 4``
@@ -540,9 +547,11 @@ def counter_noise(noise_table: np.ndarray, seed: int, samples: np.ndarray,
         seed: the generator's seed, 0 <= seed < 2**64.
         samples: int16 samples.
         first_sample: the first sample's place on the counter, >= 0.
+        out: a contiguous float32 array of the samples' length to write into (default: a
+            new one).
 
     Returns:
-        float32 array: each sample plus its noise.
+        float32 array (``out``): each sample plus its noise.
 
     Example:
         >>> table = np.arange(1 << 16, dtype=np.float32)
@@ -550,7 +559,8 @@ def counter_noise(noise_table: np.ndarray, seed: int, samples: np.ndarray,
         >>> bool((counter_noise(table, 7, np.zeros(4, np.int16), 8) == whole[5:]).all())
         True
     """
-    out = np.empty(len(samples), np.float32)
+    if out is None:
+        out = np.empty(len(samples), np.float32)
     _kernel("counter_noise")(np.ascontiguousarray(noise_table), np.uint64(seed), samples,
                              int(first_sample), out)
     return out
@@ -621,7 +631,8 @@ def abs_stats(signal: np.ndarray, centre: float, thresholds: np.ndarray) -> np.n
 
 
 def ranked(buffer: np.ndarray, bounds: np.ndarray, slots: np.ndarray,
-           quantities: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+           quantities: np.ndarray, ranks: np.ndarray,
+           previous: np.ndarray | None = None) -> np.ndarray:
     """Order statistics of windows made of blocks whose values lie sorted in a buffer.
 
     Args:
@@ -633,6 +644,9 @@ def ranked(buffer: np.ndarray, bounds: np.ndarray, slots: np.ndarray,
         slots: int64 array of shape (windows, blocks): each window's buffer rows.
         quantities: int64 array of shape (requests,): the quantity each request asks.
         ranks: int64 array of shape (windows, requests): the 0-based rank each asks.
+        previous: int64 array of shape (windows,): for each window, an earlier one (-1:
+            none) whose answers are near its own (the window a block before, in a
+            stream): the search starts from them. The answers do not depend on it.
 
     Returns:
         float32 array of shape (2, windows, requests): each request's value, and the
@@ -646,10 +660,15 @@ def ranked(buffer: np.ndarray, bounds: np.ndarray, slots: np.ndarray,
         [[[1.0, 4.0, 8.0]], [[2.0, 5.0, 8.0]]]
     """
     out = np.empty((2, *np.shape(ranks)), np.float32)
+    windows = len(slots)
+    previous = (np.full(windows, -1, np.int64) if previous is None
+                else np.ascontiguousarray(previous, np.int64))
+    if previous.shape != (windows,) or np.any(previous >= np.arange(windows)):
+        raise ValueError("previous must name, per window, an earlier window or -1")
     _kernel("ranked")(buffer, np.ascontiguousarray(bounds, np.int64),
                       np.ascontiguousarray(slots, np.int64),
                       np.ascontiguousarray(quantities, np.int64),
-                      np.ascontiguousarray(ranks, np.int64), out)
+                      np.ascontiguousarray(ranks, np.int64), previous, out)
     return out
 
 

@@ -368,7 +368,9 @@ def format_table(report: Mapping[str, Any]) -> str:
     lines = [f"labquake bench, {report['date']}, {machine['cpu']} "
              f"({machine['cpus']} CPUs), Python {machine['python']}, "
              f"numpy {machine['numpy']}",
-             f"model: {report['bundle']['description']}"]
+             f"model: {report['bundle']['description']}"
+             + (f", inference threads {threads}"
+                if (threads := report.get("inference_threads")) is not None else "")]
     for name, section in report["sections"].items():
         load = _load_text(section)
         lines.append("")
@@ -847,6 +849,7 @@ def _start_monitor(settings: Settings, run: _RunNames, model_path: Path, config:
     repo_root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "LABQUAKE_KAFKA_BOOTSTRAP": settings.bootstrap,
            "LABQUAKE_REDIS_URL": settings.redis, "PYTHONUNBUFFERED": "1",
+           "LABQUAKE_INFERENCE_THREADS": str(settings.inference_threads),
            "PYTHONPATH": os.pathsep.join(filter(None, (repo_root,
                                                       os.environ.get("PYTHONPATH"))))}
     command = [sys.executable, "-m", "stream", "monitor", "--topic", run.topic,
@@ -1081,7 +1084,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "(default: not run)")
     parser.add_argument("--chunk", type=_positive(int), default=None, metavar="N",
                         help="samples per Kafka message (default: the producer's, 4096)")
-    add_options(parser, "bootstrap", "redis", "model")
+    add_options(parser, "bootstrap", "redis", "model", "inference_threads")
     parser.set_defaults(handler=run)
     return parser
 
@@ -1136,10 +1139,15 @@ def run(args: argparse.Namespace) -> int:
 
         _check_services(settings)
     chunk_samples = args.chunk or DEFAULT_CHUNK_SAMPLES
+    from model.bundle import set_inference_threads
+
+    # As the monitor does (its subprocesses take the setting from the same flags).
+    set_inference_threads(settings.inference_threads)
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "date": datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
-        "machine": machine_info(), "sections": {}}
+        "machine": machine_info(), "inference_threads": settings.inference_threads,
+        "sections": {}}
     log.info("bench: simulating %.1f s of record", _record_seconds(args, sections))
     samples = simulated_samples(_record_seconds(args, sections))
     with tempfile.TemporaryDirectory(prefix="labquake-bench-") as workdir, \

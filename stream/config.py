@@ -47,6 +47,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be a whole number >= 0, got {number}")
+    return number
+
+
 def _non_negative_float(value: str) -> float:
     number = float(value)
     if not math.isfinite(number) or number < 0:
@@ -123,6 +130,10 @@ OPTIONS: tuple[Option, ...] = (
            "largest inference batch, windows", parse=_positive_int),
     Option("max_wait", "LABQUAKE_MAX_WAIT", DEFAULT_MAX_WAIT_S,
            "longest a window waits for its batch, seconds", parse=_non_negative_float),
+    Option("inference_threads", "LABQUAKE_INFERENCE_THREADS", 1,
+           "threads TensorFlow runs each batch of the model on (0: its default, one per "
+           "core); one is the fastest for batches up to 64 windows",
+           parse=_non_negative_int),
     Option("stop_after_idle", "LABQUAKE_STOP_AFTER_IDLE", None,
            "exit after this many seconds without messages (batch jobs, tests)",
            parse=_non_negative_float, example=600.0, unset="run forever"),
@@ -191,6 +202,7 @@ class Settings:
     group: str = _default("group")
     max_batch: int = _default("max_batch")
     max_wait: float = _default("max_wait")
+    inference_threads: int = _default("inference_threads")
     stop_after_idle: float | None = _default("stop_after_idle")
     metrics_host: str = _default("metrics_host")
     metrics_port: int | None = _default("metrics_port")

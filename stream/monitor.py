@@ -405,7 +405,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     add_options(parser, "topic", "bootstrap", "redis", "model", "group", "max_batch",
-                "max_wait", "namespace", "stop_after_idle", "metrics_host", "metrics_port")
+                "max_wait", "inference_threads", "namespace", "stop_after_idle",
+                "metrics_host", "metrics_port")
     parser.set_defaults(handler=run)
     return parser
 
@@ -413,6 +414,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     settings = resolve(args)
     _check_services(settings)
+    from model.bundle import set_inference_threads
+
+    set_inference_threads(settings.inference_threads)
     predictor = load_predictor(settings.model)
     return Monitor(settings, MonitorOptions.from_settings(settings), predictor,
                    reload_model=lambda: load_predictor(resolve(args).model)).run()

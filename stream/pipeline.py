@@ -351,10 +351,10 @@ class Pipeline:
         self._pending_since = self._clock() if self._pending else None
         if not batch:
             return []
-        rows = [p.window.samples for p in batch]
         # With a block cache the features read only each window's new blocks: the rows
-        # go as a list, not stacked into one copy.
-        windows = rows if self._blocks is not None else np.stack(rows)
+        # go as their pieces, neither joined nor stacked into one copy.
+        windows = ([p.window.pieces for p in batch] if self._blocks is not None
+                   else np.stack([p.window.samples for p in batch]))
         starts = np.array([p.window.first_sample for p in batch], dtype=np.int64)
         contexts = (None if getattr(self.predictor, "context", None) is None
                     else [self._context_call(p) for p in batch])

@@ -75,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("--data", required=True, help="the record: .csv, .zip or .npz")
-    add_options(parser, "model")
+    add_options(parser, "model", "inference_threads")
     parser.add_argument("--instrument", default="replay", help="instrument id (default replay)")
     parser.add_argument("--channel", default="ae0", help="channel id (default ae0)")
     parser.add_argument("--first-sample", type=int, default=0,
@@ -98,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
             wire.check_id(name, value)
         except wire.WireError as error:
             raise LabquakeError(f"--{name}: {error}") from error
-    predictor: Any = load_predictor(resolve(args).model)
+    from model.bundle import set_inference_threads
+
+    settings = resolve(args)
+    set_inference_threads(settings.inference_threads)
+    predictor: Any = load_predictor(settings.model)
     pipeline = Pipeline(predictor, predictor.window, predictor.hop,
                         policy_config=policy_config(predictor))
     chunks = file_chunks(args.data, args.instrument, args.channel, args.first_sample,

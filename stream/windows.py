@@ -16,10 +16,13 @@ What the accumulator does with each chunk, by where it lands on the counter:
 - starting before it and ending after: the already-seen part is reported as
   :class:`Duplicate` and only the new part is used.
 
-Memory is one preallocated ring of ``window`` samples plus the start time of each
-open window: a sample no open or future window needs is never stored, and each
-stored sample is copied in once. Each :class:`Window` owns a new array (copied out of
-the ring), so the caller may keep it as long as it likes.
+Memory: samples are stored once, in pieces of ``hop`` samples on the grid (piece k holds
+``[k * hop, k * hop + min(hop, window))``), plus the start time of each open window. A
+sample no open or future window needs is never stored, and each stored sample is copied
+in once. A :class:`Window` holds its pieces, read-only, and shares them with the windows
+that overlap it: handing out a window copies nothing (with hop = window / 10, copying
+each window out of a ring cost as much as the rest of the cutting). ``Window.samples``
+joins the pieces at its first read; the caller may keep a window as long as it likes.
 
 Times: a window's ``start_time`` comes from the chunk that carried its first sample,
 its ``end_time`` from the chunk that carried its last one (``Chunk.time_of``), so the
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -52,21 +56,37 @@ class Window:
     """A complete window of one stream.
 
     Args:
-        first_sample: index of ``samples[0]`` on the instrument counter (on the hop grid).
-        samples: a new int16 array of ``window`` samples, owned by the window.
+        first_sample: index of its first sample on the instrument counter (on the hop grid).
+        pieces: its samples, as consecutive read-only int16 arrays (the accumulator's
+            pieces, shared with the windows that overlap this one; never a chunk's).
         start_time: instrument clock time of the first sample, seconds.
         end_time: instrument clock time of the last sample, seconds.
     """
 
     first_sample: int
-    samples: np.ndarray
+    pieces: tuple[np.ndarray, ...]
     start_time: float
     end_time: float
+
+    @functools.cached_property
+    def samples(self) -> np.ndarray:
+        """The window's samples as one read-only int16 array (its pieces joined at the
+        first read; the piece itself for a window of one piece)."""
+        if len(self.pieces) == 1:
+            return self.pieces[0]
+        joined = np.concatenate(self.pieces)
+        joined.flags.writeable = False
+        return joined
+
+    @property
+    def length(self) -> int:
+        """Samples in the window."""
+        return sum(len(piece) for piece in self.pieces)
 
     @property
     def last_sample(self) -> int:
         """Index of the window's last sample (the alert's ``window_end_sample``)."""
-        return self.first_sample + len(self.samples) - 1
+        return self.first_sample + self.length - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,9 +143,11 @@ class WindowAccumulator:
                 )
         self._window = window
         self._hop = hop
-        # Sample s lives at index s % window: an open window never needs more than
-        # `window` consecutive samples, so the ring cannot overwrite a needed sample.
-        self._ring = np.empty(window, dtype=np.int16)
+        # Piece k holds samples [k * hop, k * hop + min(hop, window)); _pieces holds the
+        # open windows' pieces, the first being piece _first_piece.
+        self._piece = min(hop, window)
+        self._pieces: collections.deque[np.ndarray] = collections.deque()
+        self._first_piece = 0
         self._next_expected: int | None = None
         self._next_window_start = 0
         # Start times of the open windows, oldest first; its front belongs to
@@ -144,8 +166,9 @@ class WindowAccumulator:
 
     @property
     def capacity(self) -> int:
-        """Size of the sample buffer in samples (fixed: ``window``)."""
-        return len(self._ring)
+        """Samples allocated for the open windows now: at most ``ceil(window / hop)``
+        pieces of ``min(hop, window)``."""
+        return len(self._pieces) * self._piece
 
     @property
     def next_expected_sample(self) -> int | None:
@@ -217,29 +240,51 @@ class WindowAccumulator:
         self._next_expected = first_sample
         self._next_window_start = -(-first_sample // self._hop) * self._hop
         self._start_times.clear()
+        self._pieces.clear()
+        self._first_piece = self._next_window_start // self._hop
 
     def _store(self, chunk: Chunk, start: int, stop: int) -> None:
-        """Copy samples ``[start, stop)`` of ``chunk`` into the ring; note new window starts."""
-        source = chunk.samples[start - chunk.first_sample:stop - chunk.first_sample]
-        offset = start % self._window
-        head = min(len(source), self._window - offset)
-        self._ring[offset:offset + head] = source[:head]
-        self._ring[:len(source) - head] = source[head:]
-        first_start = -(-start // self._hop) * self._hop
+        """Copy samples ``[start, stop)`` of ``chunk`` into their pieces; note new window
+        starts. ``[start, stop)`` lies in one window, from its first sample on."""
+        hop, piece = self._hop, self._piece
+        offset = chunk.first_sample
+        position = start
+        while position < stop:
+            index, at = divmod(position, hop)
+            # A window's samples begin its first piece, so the pieces come in order.
+            while self._first_piece + len(self._pieces) <= index:
+                self._pieces.append(np.empty(piece, dtype=np.int16))
+            end = min(stop, position - at + piece)
+            self._pieces[index - self._first_piece][at:at + end - position] = (
+                chunk.samples[position - offset:end - offset])
+            position = end
+        first_start = -(-start // hop) * hop
         self._start_times.extend(
-            chunk.time_of(window_start) for window_start in range(first_start, stop, self._hop)
+            chunk.time_of(window_start) for window_start in range(first_start, stop, hop)
         )
 
     def _complete_window(self, chunk: Chunk) -> Window:
         """Hand out the oldest open window, which ``chunk`` has just completed."""
         first_sample = self._next_window_start
-        offset = first_sample % self._window
-        samples = np.concatenate((self._ring[offset:], self._ring[:offset]))
+        first = first_sample // self._hop - self._first_piece
+        count = -(-self._window // self._hop)
+        pieces = [self._pieces[first + index] for index in range(count)]
+        tail = self._window - (count - 1) * self._hop
+        if tail < len(pieces[-1]):
+            # A hop that does not divide the window: the last piece is complete only up
+            # to the window's end, and the later windows fill the rest.
+            pieces[-1] = pieces[-1][:tail]
+        for piece in pieces:
+            piece.flags.writeable = False  # shared from now on
         window = Window(
             first_sample=first_sample,
-            samples=samples,
+            pieces=tuple(pieces),
             start_time=self._start_times.popleft(),
             end_time=chunk.time_of(first_sample + self._window - 1),
         )
         self._next_window_start += self._hop
+        # The next window begins a piece later: the older pieces are the windows' alone.
+        for _ in range(first + 1):
+            self._pieces.popleft()
+            self._first_piece += 1
         return window

@@ -432,3 +432,34 @@ def test_same_bundle_runs_on_the_jax_backend(tmp_path: Path, saved: Bundle,
     expected = saved.predict_features(raw)
     np.testing.assert_allclose(on_jax, np.stack([expected.ttf_s, expected.tsf_s,
                                                  expected.p_failure]), rtol=1e-4, atol=1e-4)
+
+
+INFERENCE_THREADS_CHECK = """
+import logging, sys
+import numpy as np
+import tensorflow as tf
+from model import bundle
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+assert bundle.set_inference_threads(1)
+assert bundle.set_inference_threads(1)  # the same again: nothing to change
+assert tf.config.threading.get_intra_op_parallelism_threads() == 1
+assert tf.config.threading.get_inter_op_parallelism_threads() == 1
+loaded = bundle.load_default()
+loaded.predict_features(np.zeros((2, len(loaded.feature_names)), np.float32))
+assert not bundle.set_inference_threads(0)  # TensorFlow runs now: refused, with a word
+assert tf.config.threading.get_intra_op_parallelism_threads() == 1
+print("ok")
+"""
+
+
+def test_inference_threads_are_set_before_tensorflow_runs_and_kept_after() -> None:
+    # A fresh process: in this one TensorFlow has run already.
+    result = subprocess.run([sys.executable, "-c", INFERENCE_THREADS_CHECK],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True,
+                            text=True, timeout=120,
+                            env=dict(os.environ, KERAS_BACKEND="tensorflow"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "ok"
+    assert any("TensorFlow runs already" in line and "inference_threads" in line
+               for line in lines)

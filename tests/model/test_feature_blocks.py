@@ -162,3 +162,41 @@ def test_a_streams_windows_out_of_order_are_refused(samples):
     with pytest.raises(LabquakeError, match="in order of their start"):
         features.extract(windows[::-1], starts[::-1], cache=features.BlockCache(WINDOW, HOP),
                          streams=["a", "a"])
+
+
+def test_windows_given_as_their_pieces_give_the_same_features(samples):
+    # A stream's windows as the accumulator hands them out: tuples of shared pieces, one
+    # per hop; the cache reads the new blocks from them without joining the window.
+    pieces = [samples[start:start + HOP] for start in range(0, len(samples) - HOP + 1, HOP)]
+    per_window = WINDOW // HOP
+    rows = [tuple(pieces[first:first + per_window]) for first in range(30)]
+    windows, starts = windows_of(samples, 0, 30)
+    as_arrays = features.extract(windows, starts, cache=features.BlockCache(WINDOW, HOP),
+                                 streams=["rig/ae0"] * 30)
+    as_pieces = features.extract(rows, starts, cache=features.BlockCache(WINDOW, HOP),
+                                 streams=["rig/ae0"] * 30)
+    np.testing.assert_array_equal(as_pieces, as_arrays)
+    # Without a cache, and in pieces that are not the blocks, they are joined.
+    uneven = [(row[:1_000], row[1_000:]) for row in windows[:3]]
+    np.testing.assert_array_equal(features.extract(uneven, starts[:3]),
+                                  features.extract(windows[:3], starts[:3]))
+
+
+def test_a_cached_block_is_checked_again_when_its_samples_come_in_other_arrays(samples):
+    # The same places of a stream with other samples (a recording restarted under the same
+    # name) are caught by the blocks' first and last samples, whatever arrays hold them.
+    windows, starts = windows_of(samples, 0, 3)
+    cache = features.BlockCache(WINDOW, HOP)
+    features.extract(list(windows), starts, cache=cache, streams=["s"] * 3)
+    altered = samples.copy()
+    altered[3 * HOP:] += 1  # from the fourth block on, cached already, all differ
+    changed, later = windows_of(altered, 3, 3)
+    shared = features.extract(list(changed), later, cache=cache, streams=["s"] * 3)
+    np.testing.assert_allclose(shared, features.extract(changed, later), rtol=RTOL,
+                               atol=ATOL)
+    assert not np.allclose(shared, features.extract(windows_of(samples, 3, 3)[0], later))
+
+
+def test_rows_of_different_lengths_are_one_clear_error():
+    with pytest.raises(LabquakeError, match="same length"):
+        features.extract([np.zeros(5_000, np.int16), np.zeros(6_000, np.int16)])

@@ -337,10 +337,10 @@ def test_bad_thread_count_raises_labquake_error(threads):
 def test_an_error_in_a_chunk_reaches_the_caller(monkeypatch):
     real_noisy = features._noisy
 
-    def failing_noisy(samples, first_sample):
+    def failing_noisy(samples, first_sample, out=None):
         if first_sample == 3:  # in the second of two chunks, on whichever thread
             raise ValueError("boom")
-        return real_noisy(samples, first_sample)
+        return real_noisy(samples, first_sample, out)
 
     monkeypatch.setattr(features, "_noisy", failing_noisy)
     with pytest.raises(ValueError, match="boom"):

@@ -167,6 +167,36 @@ def test_ranked_answers_each_window_and_quantity():
             assert found[0, window, request] == union[ranks[window, request]]
 
 
+@given(seed=st.integers(0, 2**32 - 1))
+def test_ranked_answers_do_not_depend_on_the_first_pivots(seed):
+    # Windows a block apart over blocks of few distinct values: the previous window's
+    # answers seed the search, and any seed gives the same answers.
+    rng = np.random.default_rng(seed)
+    blocks, size = 6, 40
+    buffer = np.sort(rng.integers(-8, 8, (blocks + 3, size)).astype(np.float32), axis=1)
+    bounds = np.zeros((blocks + 3, 1, 4), np.int64)
+    bounds[:, 0, 1] = size
+    windows = np.array([np.arange(start, start + blocks) for start in range(4)])
+    ranks = rng.integers(0, blocks * size, (4, 3))
+    quantities = np.zeros(3, np.int64)
+    alone = kernels.ranked(buffer, bounds, windows, quantities, ranks)
+    seeded = kernels.ranked(buffer, bounds, windows, quantities, ranks,
+                            previous=np.array([-1, 0, 1, 0]))
+    np.testing.assert_array_equal(seeded, alone)
+    for window, slots in enumerate(windows):
+        union = np.sort(buffer[slots].ravel())
+        np.testing.assert_array_equal(alone[0, window], union[ranks[window]])
+
+
+def test_ranked_refuses_a_previous_window_that_comes_later():
+    buffer = np.zeros((2, 4), np.float32)
+    bounds = np.zeros((2, 1, 4), np.int64)
+    bounds[:, 0, 1] = 4
+    with pytest.raises(ValueError, match="earlier window"):
+        kernels.ranked(buffer, bounds, np.array([[0], [1]]), np.zeros(1, np.int64),
+                       np.zeros((2, 1), np.int64), previous=np.array([1, -1]))
+
+
 def test_sorted_abs_stats_equal_a_pass_over_the_samples():
     rng = np.random.default_rng(4)
     counts = np.array([300, 1, 77])

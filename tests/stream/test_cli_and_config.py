@@ -47,6 +47,13 @@ def test_flags_override_environment_override_defaults():
     assert config.resolve(None, {}) == config.Settings()
 
 
+def test_inference_threads_default_to_one_and_zero_means_the_backends_default():
+    assert config.resolve(None, {}).inference_threads == 1
+    assert config.resolve(None, {"LABQUAKE_INFERENCE_THREADS": "0"}).inference_threads == 0
+    with pytest.raises(LabquakeError, match="inference_threads must be a whole number >= 0"):
+        config.resolve(None, {"LABQUAKE_INFERENCE_THREADS": "-2"})
+
+
 def test_a_missing_program_names_what_to_install(monkeypatch):
     monkeypatch.setattr(services.shutil, "which", lambda name: None)
     with pytest.raises(ServiceUnavailable, match=r"'redis-server' is not installed; install Redis"):

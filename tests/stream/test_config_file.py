@@ -24,6 +24,7 @@ FILE_VALUES = {
     "group": "lab2-monitors",
     "max_batch": 256,
     "max_wait": 0.2,
+    "inference_threads": 2,
     "stop_after_idle": 30,
     "metrics_host": "0.0.0.0",
     "metrics_port": 9464,

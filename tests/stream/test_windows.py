@@ -54,7 +54,8 @@ def feed(accumulator: WindowAccumulator, chunks: list[Chunk]):
     for chunk in chunks:
         events.extend(accumulator.add(chunk))
         assert accumulator.buffered_samples < accumulator.window
-        assert accumulator.capacity == accumulator.window
+        pieces = math.ceil(accumulator.window / accumulator.hop)
+        assert accumulator.capacity <= pieces * min(accumulator.hop, accumulator.window)
         assert accumulator.open_windows <= math.ceil(accumulator.window / accumulator.hop)
     return events
 
@@ -206,13 +207,35 @@ def test_window_times_come_from_the_chunks_that_carried_the_samples():
     assert (window.start_time, window.end_time) == (100.0, 500.1)
 
 
-def test_windows_own_their_samples():
-    accumulator = WindowAccumulator(4, 2)
-    chunk = chunk_at(np.arange(8, dtype=np.int16), 0, 0, 8)
-    windows = accumulator.add(chunk)
-    assert not any(np.shares_memory(w.samples, chunk.samples) for w in windows)
-    windows[0].samples[:] = -1
-    np.testing.assert_array_equal(windows[1].samples, [2, 3, 4, 5])
+@pytest.mark.parametrize(("window", "hop"), [(4, 2), (4, 4), (5, 2), (3, 5)])
+def test_windows_share_read_only_pieces_and_never_a_chunks_memory(window, hop):
+    accumulator = WindowAccumulator(window, hop)
+    record = np.arange(40, dtype=np.int16)
+    chunks = split(record, 0, [3, 7, 8, 21])
+    windows = windows_of(feed(accumulator, chunks))
+    assert_same_windows(windows, grid_windows(record, 0, window, hop))
+    for window_ in windows:
+        assert window_.length == window
+        for array in (*window_.pieces, window_.samples):
+            assert not array.flags.writeable
+            assert not any(np.shares_memory(array, chunk.samples) for chunk in chunks)
+        with pytest.raises(ValueError, match="read-only"):
+            window_.samples[0] = -1
+    if hop < window:
+        # Overlapping windows hold the same pieces: nothing was copied to hand them out.
+        assert windows[1].pieces[0] is windows[0].pieces[1]
+
+
+def test_a_hop_that_does_not_divide_the_window_leaves_the_last_piece_open():
+    accumulator = WindowAccumulator(5, 2)
+    record = np.arange(12, dtype=np.int16)
+    first = windows_of(accumulator.add(chunk_at(record, 0, 0, 5)))
+    assert [w.first_sample for w in first] == [0]
+    # The window's view of piece 2 ends with it; the piece itself still takes sample 5.
+    assert len(first[0].pieces[-1]) == 1
+    later = windows_of(accumulator.add(chunk_at(record, 0, 5, 12)))
+    np.testing.assert_array_equal(first[0].samples, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(later[0].samples, [2, 3, 4, 5, 6])
 
 
 def test_partial_overlap_reports_the_skipped_part_and_uses_the_rest():
