@@ -472,8 +472,9 @@ def _block_runs(slots: _Slots, rows: np.ndarray, signal: np.ndarray, available: 
         lowest = np.maximum(available, starts - width + 1)
         firsts[(width, stride)] = -(-lowest // stride) * stride
     phases = np.stack([firsts[runs] - available for runs in plan.runs])
-    variances = kernels.rolling_variances(signal, plan.runs, phases)
-    crossing = {runs: np.maximum(0, -(-(starts - firsts[runs]) // runs[1])).tolist()
+    table, offsets, counts = kernels.rolling_variance_table(signal, plan.runs, phases)
+    which = {runs: at for at, runs in enumerate(plan.runs)}
+    crossing = {runs: np.maximum(0, -(-(starts - firsts[runs]) // runs[1]))
                 for runs in plan.runs}
     percent_columns = {runs: [columns[f"p_{runs[0]}_{runs[1]}_{percent}"]
                               for percent in percents]
@@ -484,19 +485,27 @@ def _block_runs(slots: _Slots, rows: np.ndarray, signal: np.ndarray, available: 
     ratios = [((short, long),
                [columns[f"sta_{short}_{long}_{kind}/{part}"] for part in (0, 1)
                 for kind in ("sum", "count", "max")],
-               ((firsts[(long, short)] + long - firsts[(short, short)] - short) // short
-                ).tolist())
+               (firsts[(long, short)] + long - firsts[(short, short)] - short) // short)
               for short, long in plan.sta_lta]
+    for (short, long), ratio_columns, shifts in ratios:
+        found = kernels.sta_lta_rows(
+            table, offsets[which[(short, short)]], offsets[which[(long, short)]],
+            counts[which[(long, short)]], shifts, crossing[(long, short)], VARIANCE_FLOOR)
+        stats[np.ix_(rows, ratio_columns)] = found
+    percent_runs = [(quantity, runs, percents, which[runs], crossing[runs].tolist())
+                    for quantity, (runs, percents) in enumerate(plan.percents.items(),
+                                                                start=1)]
     for index, row in enumerate(rows.tolist()):
-        for quantity, (runs, percents) in enumerate(plan.percents.items(), start=1):
-            values = variances[runs][index]
+        for quantity, runs, percents, at, crossed in percent_runs:
+            first = offsets[at, index]
+            values = table[first:first + counts[at, index]]
             if not slots.sort:
                 stats[row, percent_columns[runs]] = _std_percentiles(
                     values[np.newaxis, :], percents)[0]
                 continue
             offset = slots.layout[runs]
             end = offset + len(values)
-            cross = min(crossing[runs][index], len(values))
+            cross = min(crossed[index], len(values))
             buffer = slots.values[row]
             every = buffer[offset:end]
             every[:] = values
@@ -505,10 +514,6 @@ def _block_runs(slots: _Slots, rows: np.ndarray, signal: np.ndarray, available: 
             apart[:] = values[:cross]
             apart.sort()
             slots.bounds[row, quantity] = (offset, end, end, end + cross)
-        for (short, long), ratio_columns, offsets in ratios:
-            stats[row, ratio_columns] = kernels.sta_lta_stats(
-                variances[(short, short)][index], variances[(long, short)][index],
-                offsets[index], crossing[(long, short)][index], VARIANCE_FLOOR)
 
 
 def _block_frames(slots: _Slots, rows: np.ndarray, signal: np.ndarray,

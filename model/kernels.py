@@ -12,7 +12,7 @@ several times over a window, or could not make without a copy:
 - ``hann_frames`` and ``power``: the STFT's framing times the Hann window, and |z|**2 of
   its spectrum;
 - ``abs_stats``: the sum of |x - centre| and the threshold counts, in one pass;
-- ``sta_lta_stats``: sums, counts and largest STA/LTA ratios;
+- ``sta_lta_stats``: sums, counts and largest STA/LTA ratios, of many rows in a call;
 - ``running_sums``: float64 running sums of float32 values, without a float64 copy;
 - ``sorted_replace``: a sliding window's sorted values, one leaving and one arriving
   (the stream context's baseline quantile);
@@ -308,35 +308,32 @@ def _ranked_source(buffer, bounds, slots, quantities, ranks, previous, out):
                     passed = at_most
             out[0, r, j] = np.float32(value)
             # The next value: this one again if it repeats past the rank, else the
-            # smallest larger value that is not one of the values left out.
-            left_first = bounds[head, q, 2]
-            left_stop = bounds[head, q, 3]
-            count = -_count_at_most(buffer[head], left_first, left_stop, value)
-            for i in range(parts):
-                slot = slots[r, i]
-                count += _count_at_most(buffer[slot], bounds[slot, q, 0], bounds[slot, q, 1],
-                                        value)
+            # smallest larger value that is not one of the values left out. The last
+            # step's counts are exact (every value outside the stretches lies beyond
+            # them), and upto[i] is where each part's values above this one begin.
+            count = at_most
             following = value
-            probe = value
             while count < rank + 2:
                 candidate = np.inf
                 for i in range(parts):
                     slot = slots[r, i]
-                    at = bounds[slot, q, 0] + _count_at_most(
-                        buffer[slot], bounds[slot, q, 0], bounds[slot, q, 1], probe)
-                    if at < bounds[slot, q, 1]:
-                        candidate = min(candidate, np.float64(buffer[slot, at]))
+                    if upto[i] < bounds[slot, q, 1]:
+                        candidate = min(candidate, np.float64(buffer[slot, upto[i]]))
                 if candidate == np.inf:
                     break  # the rank is the last: its next is itself
-                larger = -_count_at_most(buffer[head], left_first, left_stop, candidate)
                 for i in range(parts):
                     slot = slots[r, i]
-                    larger += _count_at_most(buffer[slot], bounds[slot, q, 0],
-                                             bounds[slot, q, 1], candidate)
-                if larger > count:
+                    while upto[i] < bounds[slot, q, 1] and (
+                            np.float64(buffer[slot, upto[i]]) <= candidate):
+                        upto[i] += 1
+                        count += 1
+                while upto[parts] < bounds[head, q, 3] and (
+                        np.float64(buffer[head, upto[parts]]) <= candidate):
+                    upto[parts] += 1
+                    count -= 1
+                if count >= rank + 2:
                     following = candidate
-                    break
-                probe = candidate  # only left-out values there: look past them
+                # Otherwise every value there was left out: look past them.
             out[1, r, j] = np.float32(following)
 
 
@@ -372,20 +369,26 @@ def _sorted_abs_stats_source(buffer, sums, slots, counts, centres, thresholds, o
         out[r, 1] = largest
 
 
-def _sta_lta_stats_source(short_variance, long_variance, offset, crossing, floor, out):
-    """Ratios short_variance[offset + k] / max(long_variance[k], floor): their sum,
-    count and largest over all k (out[0:3]) and over k >= crossing (out[3:6])."""
-    for part in range(2):
-        total = 0.0
-        largest = -np.inf
-        first = 0 if part == 0 else crossing
-        for k in range(first, long_variance.shape[0]):
-            ratio = short_variance[offset + k] / max(long_variance[k], floor)
-            total += ratio
-            largest = max(largest, np.float64(ratio))
-        out[3 * part] = total
-        out[3 * part + 1] = long_variance.shape[0] - first
-        out[3 * part + 2] = largest
+def _sta_lta_stats_source(variances, short_first, long_first, long_count, offset, crossing,
+                          floor, out):
+    """Per row r, the ratios short[offset[r] + k] / max(long[k], floor), with short the
+    row's short variances from variances[short_first[r]] on and long its long_count[r]
+    long ones from variances[long_first[r]]: their sum, count and largest over all k
+    (out[r, 0:3]) and over k >= crossing[r] (out[r, 3:6])."""
+    for r in range(out.shape[0]):
+        count = long_count[r]
+        for part in range(2):
+            total = 0.0
+            largest = -np.inf
+            first = 0 if part == 0 else crossing[r]
+            for k in range(first, count):
+                ratio = variances[short_first[r] + offset[r] + k] / max(
+                    variances[long_first[r] + k], floor)
+                total += ratio
+                largest = max(largest, np.float64(ratio))
+            out[r, 3 * part] = total
+            out[r, 3 * part + 1] = count - first
+            out[r, 3 * part + 2] = largest
 
 
 def _count_below(values, first, stop, bound):
@@ -442,8 +445,10 @@ def _signatures() -> dict[str, tuple[Callable[..., None], Any]]:
         "running_sums": (_running_sums_source, types.void(
             array(types.float32, 1, readonly=True), array(types.float64, 1))),
         "sta_lta_stats": (_sta_lta_stats_source, types.void(
-            array(types.float32, 1, readonly=True), array(types.float32, 1, readonly=True),
-            types.int64, types.int64, types.float32, array(types.float64, 1))),
+            array(types.float32, 1, readonly=True), array(types.int64, 1, readonly=True),
+            array(types.int64, 1, readonly=True), array(types.int64, 1, readonly=True),
+            array(types.int64, 1, readonly=True), array(types.int64, 1, readonly=True),
+            types.float32, array(types.float64, 2))),
     }
 
 
@@ -514,6 +519,23 @@ def rolling_variances(signal: np.ndarray, runs: tuple[tuple[int, int], ...],
         >>> variances[(2, 1)][0].tolist(), variances[(3, 2)][0].astype(float).round(4).tolist()
         ([0.5, 0.5, 0.5, 2.0], [1.0, 2.3333])
     """
+    out, offsets, counts = rolling_variance_table(signal, runs, phases)
+    return {pair: [out[offsets[i, row]:offsets[i, row] + counts[i, row]]
+                   for row in range(len(signal))] for i, pair in enumerate(runs)}
+
+
+def rolling_variance_table(signal: np.ndarray, runs: tuple[tuple[int, int], ...],
+                           phases: np.ndarray | None = None,
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`rolling_variances` as one flat float32 array: run pair i of row r is
+    ``out[offsets[i, r]:offsets[i, r] + counts[i, r]]``.
+
+    Example:
+        >>> out, offsets, counts = rolling_variance_table(
+        ...     np.array([[1, 2, 3, 4, 6]], np.float32), ((2, 1),))
+        >>> out.tolist(), offsets.tolist(), counts.tolist()
+        ([0.5, 0.5, 0.5, 2.0], [[0]], [[4]])
+    """
     signal = np.ascontiguousarray(signal, dtype=np.float32)
     batch, length = signal.shape
     widths = np.array([width for width, _ in runs], np.int64)
@@ -530,8 +552,7 @@ def rolling_variances(signal: np.ndarray, runs: tuple[tuple[int, int], ...],
     out = np.empty(int(ends[-1, -1]) if counts.size else 0, np.float32)
     _kernel("rolling_variances")(signal, widths, strides, starts, scales, offsets,
                                  SEGMENT_SAMPLES, out)
-    return {pair: [out[offsets[i, row]:offsets[i, row] + counts[i, row]]
-                   for row in range(batch)] for i, pair in enumerate(runs)}
+    return out, offsets, counts
 
 
 def counter_noise(noise_table: np.ndarray, seed: int, samples: np.ndarray,
@@ -767,10 +788,35 @@ def sta_lta_stats(short_variance: np.ndarray, long_variance: np.ndarray, offset:
         ...               1, 1, 1e-6).tolist()
         [3.0, 2.0, 2.0, 2.0, 1.0, 2.0]
     """
-    out = np.empty(6, np.float64)
-    _kernel("sta_lta_stats")(np.ascontiguousarray(short_variance, np.float32),
-                             np.ascontiguousarray(long_variance, np.float32), int(offset),
-                             int(crossing), np.float32(floor), out)
+    short = np.ascontiguousarray(short_variance, np.float32)
+    variances = np.concatenate([short, np.ascontiguousarray(long_variance, np.float32)])
+    return sta_lta_rows(variances, np.zeros(1, np.int64), np.array([len(short)]),
+                        np.array([len(long_variance)]), np.array([offset]),
+                        np.array([crossing]), floor)[0]
+
+
+def sta_lta_rows(variances: np.ndarray, short_first: np.ndarray, long_first: np.ndarray,
+                 long_count: np.ndarray, offset: np.ndarray, crossing: np.ndarray,
+                 floor: float) -> np.ndarray:
+    """:func:`sta_lta_stats` of many rows in one call, their variances in one flat array
+    (as :func:`rolling_variance_table` lays them out).
+
+    Args:
+        variances: float32 array holding every row's short and long variances.
+        short_first, long_first: int64 arrays, per row: where its short and its long
+            variances begin in ``variances``.
+        long_count: int64 array, per row: how many long variances it has.
+        offset, crossing: int64 arrays, per row, as :func:`sta_lta_stats` takes them.
+        floor: the smallest divisor.
+
+    Returns:
+        float64 array of shape (rows, 6), each row as :func:`sta_lta_stats` returns it.
+    """
+    out = np.empty((len(long_count), 6), np.float64)
+    _kernel("sta_lta_stats")(np.ascontiguousarray(variances, np.float32),
+                             *(np.ascontiguousarray(values, np.int64) for values in (
+                                 short_first, long_first, long_count, offset, crossing)),
+                             np.float32(floor), out)
     return out
 
 

@@ -229,6 +229,22 @@ def test_sta_lta_stats_equal_numpy():
                                        ratio[13:].max()], rtol=1e-12)
 
 
+def test_sta_lta_rows_are_each_rows_stats_from_the_variance_table():
+    rng = np.random.default_rng(9)
+    signal = rng.normal(0, 3, (3, 900)).astype(np.float32)
+    runs = ((10, 10), (100, 10))
+    phases = np.array([[0, 4, 9], [0, 4, 9]])
+    table, offsets, counts = kernels.rolling_variance_table(signal, runs, phases)
+    variances = kernels.rolling_variances(signal, runs, phases)
+    shifts, crossings = np.array([9, 9, 9]), np.array([0, 3, 50])
+    found = kernels.sta_lta_rows(table, offsets[0], offsets[1], counts[1], shifts, crossings,
+                                 1e-6)
+    for row in range(3):
+        np.testing.assert_array_equal(found[row], kernels.sta_lta_stats(
+            variances[(10, 10)][row], variances[(100, 10)][row], 9, crossings[row], 1e-6))
+    assert found[2, 4] == counts[1, 2] - 50  # the ratios after the crossing
+
+
 def test_running_sums_are_numpy_cumulative_sums():
     values = np.random.default_rng(2).normal(0, 1e4, 20_001).astype(np.float32)
     out = np.empty(20_001)
