@@ -808,9 +808,14 @@ class _Windows:
         minima = slots.decibel_minima[blocks, parts].min(axis=1)
         # A band whose frames all lie above the floor sums as it is; one the floor cuts
         # into is summed again from its frames, floored.
-        for window, band in zip(*np.nonzero(minima < floor[:, np.newaxis]), strict=True):
-            values = slots.decibels[blocks[window], band][valid[window]]
-            sums[window, band] = np.maximum(values, floor[window]).sum(dtype=np.float64)
+        cut_windows, cut_bands = np.nonzero(minima < floor[:, np.newaxis])
+        for window in np.unique(cut_windows).tolist():
+            bands = cut_bands[cut_windows == window]
+            # (bands, the window's frames): each row sums as the band's frames alone would.
+            values = slots.decibels[blocks[window][:, np.newaxis], bands].transpose(1, 0, 2)[
+                :, valid[window]]
+            sums[window, bands] = np.maximum(values, floor[window]).sum(axis=1,
+                                                                         dtype=np.float64)
         means[:, _MEL_FINAL] = sums
         means /= np.maximum(self.frames, 1)[:, np.newaxis]
         values = mfcc.mfcc_of_mean_decibels(means, MFCC_COEFFICIENTS)
