@@ -357,9 +357,9 @@ class Bundle:
                                  start_samples, cache, streams)
         if self._context is None:
             return self.predict_features(self.assemble(extracted, None))
-        bases = self.context_bases(extracted)
-        rows = np.stack([context(base) for context, base in zip(contexts, bases, strict=True)])
-        return self.predict_features(self.assemble(extracted, rows))
+        return self.predict_features(self.assemble(extracted,
+                                                   _context_rows(contexts,
+                                                                 self.context_bases(extracted))))
 
     def predict_features(self, features: np.ndarray) -> Prediction:
         """Predict from already extracted (unscaled) features.
@@ -689,6 +689,27 @@ def _call_bucketed(forward: Callable[[np.ndarray], Sequence[Any]],
     padded = np.zeros((bucket, *inputs.shape[1:]), dtype=inputs.dtype)
     padded[:batch] = inputs
     return [np.asarray(output)[:batch] for output in forward(padded)]
+
+
+def _context_rows(contexts: Sequence[Callable[[np.ndarray], np.ndarray]],
+                  bases: np.ndarray) -> np.ndarray:
+    """Each window's context features, in row order: the consecutive windows of one
+    stream (the steps of one :class:`StreamContext`) in one call of its ``run``."""
+    if len(contexts) != len(bases):
+        raise ValueError(f"{len(contexts)} contexts for {len(bases)} windows")
+    rows: list[np.ndarray] = []
+    start = 0
+    while start < len(bases):
+        owner = getattr(contexts[start], "__self__", None)
+        stop = start + 1
+        if isinstance(owner, StreamContext) and contexts[start] == owner.step:
+            while stop < len(bases) and contexts[stop] == owner.step:
+                stop += 1
+            rows.extend(owner.run(bases[start:stop]))
+        else:
+            rows.append(contexts[start](bases[start]))
+        start = stop
+    return np.stack(rows)
 
 
 def _empty_prediction() -> Prediction:

@@ -18,7 +18,8 @@ window also gets a few features computed from the windows before it on the same 
 
 Every value is a function of the stream's earlier windows in order, so the monitor, a
 replay and training compute the same numbers: all go through :class:`StreamContext`,
-one window at a time. A gap in a stream starts a fresh context (the monitor's alert
+whose compiled steps take a run of consecutive windows at once and give each window what
+one step would (``kernels.context_steps``). A gap in a stream starts a fresh context (the monitor's alert
 policy resets there too). The monitor stores the context with the alert policy's state,
 so a restarted process continues each stream where it stopped.
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -131,14 +131,6 @@ class ContextConfig:
         return cls(**values)
 
 
-def _lerp(below: np.ndarray, above: np.ndarray, gamma: float) -> np.ndarray:
-    # NumPy's lerp: from the nearer end, so that the result is exact at gamma 0 and 1.
-    difference = above - below
-    if gamma >= 0.5:
-        return above - difference * (1 - gamma)
-    return below + difference * gamma
-
-
 class StreamContext:
     """The context of one stream: feed it each window's base features, in order.
 
@@ -182,15 +174,6 @@ class StreamContext:
         self._buffer[at + self._capacity] = arriving
         self._written += 1
 
-    def _baseline(self) -> np.ndarray:
-        """``np.quantile(past[-lookback:], quantile, axis=0)`` (its linear method), bit for
-        bit, read from the sorted copy."""
-        count = self._held
-        index = (count - 1) * self.config.quantile
-        low = math.floor(index)
-        high = min(low + 1, count - 1)
-        return _lerp(self._ordered[:, low], self._ordered[:, high], index - low)
-
     @property
     def _past(self) -> np.ndarray:
         """The rows held, oldest first (a view)."""
@@ -200,44 +183,36 @@ class StreamContext:
 
     def step(self, base: np.ndarray) -> np.ndarray:
         """Take the next window's base features; return its context features (float32)."""
+        return self.run(np.asarray(base, np.float32).reshape(1, len(self.config.bases)))[0]
+
+    def run(self, bases: np.ndarray) -> np.ndarray:
+        """:meth:`step` over consecutive windows: (n, len(bases)) in, (n, len(names)) out,
+        in one compiled call (``kernels.context_steps``: the same operations as a step
+        in NumPy, bit for bit).
+
+        Per window: the baseline is ``np.quantile`` (linear) of the last ``lookback``
+        windows' base features, this one included; slice k is the mean of the windows
+        ``(k * bin, (k + 1) * bin]`` back (this one being 1 back) less the baseline, 0
+        for a slice the stream has not reached; a burst is a ``log_variance`` over the
+        baseline by ``burst_log_ratio``.
+        """
         config = self.config
-        row = np.asarray(base, np.float32).reshape(len(config.bases))
-        self._append(row)
-        past = self._past
-        baseline = self._baseline()
-        # Slice k holds the windows (k * bin, (k + 1) * bin] back, this one being 1 back.
-        span = config.bins * self._bin
-        if len(past) >= span:  # the usual case, in one go
-            # sum / count: what .mean() computes, bit for bit, without its Python layer.
-            means = (past[-span:].reshape(config.bins, self._bin, -1).sum(axis=1)
-                     / self._bin)[::-1]
-            slices = (means - baseline).T
-        else:
-            slices = np.zeros((len(config.bases), config.bins))
-            for index in range(-(-len(past) // self._bin)):
-                stop = len(past) - index * self._bin
-                slices[:, index] = past[max(0, stop - self._bin):stop].mean(axis=0) - baseline
-        column = self._burst_column
-        if row[column] - baseline[column] > config.burst_log_ratio:
-            self._since_burst = 0
-        elif self._since_burst is not None:
-            self._since_burst += 1
-        seconds = (config.max_since_s if self._since_burst is None
-                   else min(config.max_since_s, self._since_burst / self.windows_per_second))
-        return np.append(slices.reshape(-1), seconds).astype(np.float32)
+        bases = np.asarray(bases, np.float32).reshape(-1, len(config.bases))
+        state = np.array([self._held, self._written,
+                          -1 if self._since_burst is None else self._since_burst], np.int64)
+        out = kernels.context_steps(
+            bases, self._ordered, self._buffer, state, self._lookback, self._bin,
+            config.bins, config.quantile, self._burst_column, config.burst_log_ratio,
+            self.windows_per_second, config.max_since_s)
+        self._held, self._written = int(state[0]), int(state[1])
+        self._since_burst = None if state[2] < 0 else int(state[2])
+        return out
 
     def reset(self) -> None:
         """Forget the past (after a gap in the stream)."""
         self._written = 0
         self._held = 0
         self._since_burst = None
-
-    def run(self, bases: np.ndarray) -> np.ndarray:
-        """:meth:`step` over consecutive windows: (n, len(bases)) in, (n, len(names)) out."""
-        out = np.empty((len(bases), len(self.config.names)), np.float32)
-        for index, base in enumerate(np.asarray(bases, np.float32)):
-            out[index] = self.step(base)
-        return out
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready state, restored exactly by :meth:`restore`."""

@@ -15,7 +15,8 @@ several times over a window, or could not make without a copy:
 - ``sta_lta_stats``: sums, counts and largest STA/LTA ratios, of many rows in a call;
 - ``running_sums``: float64 running sums of float32 values, without a float64 copy;
 - ``sorted_replace``: a sliding window's sorted values, one leaving and one arriving
-  (the stream context's baseline quantile);
+  (the stream context's baseline quantile), and ``context_steps``: a stream context's
+  steps over many windows in one call;
 - ``ranked`` and ``sorted_abs_stats``: order statistics and |x| sums of windows made of
   blocks whose values lie sorted in a buffer (``model.features.BlockCache``), without
   merging the blocks.
@@ -199,6 +200,84 @@ def _running_sums_source(values, out):
     for k in range(values.shape[0]):
         total += np.float64(values[k])
         out[k] = total
+
+
+def _context_steps_source(rows, ordered, history, state, lookback, capacity, width, bins,
+                          quantile, burst, burst_log_ratio, windows_per_second, max_since_s,
+                          out):
+    """``model.context.StreamContext.step`` for each row of ``rows`` in turn, the same
+    float64 operations in the same order. ``ordered`` (bases, lookback): the last
+    ``lookback`` rows, each column sorted; ``history`` (2 * capacity, bases): each row
+    written twice, ``capacity`` apart; ``state``: rows held in ``ordered``, rows written,
+    windows since the last burst (-1: none yet), updated. Row t's context features go to
+    ``out[t]``: per base its ``bins`` slice means of ``width`` windows less the baseline,
+    then the seconds since the burst."""
+    bases = rows.shape[1]
+    held = state[0]
+    written = state[1]
+    since = state[2]
+    baseline = np.empty(bases, np.float64)
+    span = bins * width
+    for t in range(rows.shape[0]):
+        remove = held == lookback
+        slot = written % capacity
+        for c in range(bases):
+            arriving = np.float64(rows[t, c])
+            column = ordered[c]
+            count = held
+            if remove:
+                leaving = history[(written - lookback) % capacity, c]
+                at = 0
+                while at < count and column[at] != leaving:
+                    at += 1
+                for k in range(at, count - 1):
+                    column[k] = column[k + 1]
+                count -= 1
+            at = count
+            while at > 0 and column[at - 1] > arriving:
+                column[at] = column[at - 1]
+                at -= 1
+            column[at] = arriving
+            history[slot, c] = arriving
+            history[slot + capacity, c] = arriving
+        if not remove:
+            held += 1
+        written += 1
+        # The baseline: NumPy's linear quantile, interpolated from the nearer end.
+        index = (held - 1) * quantile
+        low = int(np.floor(index))
+        high = min(low + 1, held - 1)
+        gamma = index - low
+        for c in range(bases):
+            below = ordered[c, low]
+            difference = ordered[c, high] - below
+            if gamma >= 0.5:
+                baseline[c] = ordered[c, high] - difference * (1 - gamma)
+            else:
+                baseline[c] = below + difference * gamma
+        # The past, oldest first, is history[end - past:end].
+        past = min(written, capacity)
+        end = (written - 1) % capacity + capacity + 1
+        for c in range(bases):
+            for b in range(bins):
+                stop = past - b * width
+                value = 0.0
+                if past >= span or stop > 0:
+                    first = max(0, stop - width)
+                    total = history[end - past + first, c]
+                    for k in range(first + 1, stop):
+                        total += history[end - past + k, c]
+                    value = total / (stop - first) - baseline[c]
+                out[t, c * bins + b] = np.float32(value)
+        if np.float64(rows[t, burst]) - baseline[burst] > burst_log_ratio:
+            since = 0
+        elif since >= 0:
+            since += 1
+        seconds = max_since_s if since < 0 else min(max_since_s, since / windows_per_second)
+        out[t, bases * bins] = np.float32(seconds)
+    state[0] = held
+    state[1] = written
+    state[2] = since
 
 
 def _sorted_replace_source(ordered, held, leaving, arriving, out_held):
@@ -444,6 +523,11 @@ def _signatures() -> dict[str, tuple[Callable[..., None], Any]]:
             array(types.float64, 1, readonly=True), array(types.int64, 1))),
         "running_sums": (_running_sums_source, types.void(
             array(types.float32, 1, readonly=True), array(types.float64, 1))),
+        "context_steps": (_context_steps_source, types.void(
+            array(types.float32, 2, readonly=True), array(types.float64, 2),
+            array(types.float64, 2), array(types.int64, 1), types.int64, types.int64,
+            types.int64, types.int64, types.float64, types.int64, types.float64,
+            types.float64, types.float64, array(types.float32, 2))),
         "sta_lta_stats": (_sta_lta_stats_source, types.void(
             array(types.float32, 1, readonly=True), array(types.int64, 1, readonly=True),
             array(types.int64, 1, readonly=True), array(types.int64, 1, readonly=True),
@@ -754,6 +838,50 @@ def sorted_replace(ordered: np.ndarray, held: int, leaving: np.ndarray | None,
     _kernel("sorted_replace")(ordered, int(held), gone,
                               np.ascontiguousarray(arriving, np.float64), out)
     return int(out[0])
+
+
+def context_steps(rows: np.ndarray, ordered: np.ndarray, history: np.ndarray,
+                  state: np.ndarray, lookback: int, width: int, bins: int, quantile: float,
+                  burst: int, burst_log_ratio: float, windows_per_second: float,
+                  max_since_s: float) -> np.ndarray:
+    """A stream context's steps over consecutive windows (``model.context.StreamContext``
+    keeps the arrays and calls this), bit for bit its NumPy formulas, one call for many
+    windows.
+
+    Args:
+        rows: float32 array of shape (windows, bases): each window's base features.
+        ordered: float64 array of shape (bases, lookback): the last ``lookback`` rows,
+            each column sorted (its first ``state[0]`` values); updated.
+        history: float64 array of shape (2 * capacity, bases), capacity >= lookback and
+            >= bins * width: each row written at ``i % capacity`` and ``capacity``
+            later; updated.
+        state: int64 array [rows held in ``ordered``, rows written, windows since the
+            last burst or -1]; updated.
+        lookback: rows the baseline quantile is taken over.
+        width, bins: windows per slice, and slices.
+        quantile: the baseline's quantile.
+        burst: the column that marks a burst; burst_log_ratio: by how much over the
+            baseline.
+        windows_per_second: for the seconds since the burst; max_since_s: their cap.
+
+    Returns:
+        float32 array of shape (windows, bases * bins + 1).
+
+    Example:
+        >>> ordered, history = np.zeros((1, 4)), np.zeros((8, 1))
+        >>> state = np.zeros(3, np.int64)
+        >>> state[2] = -1
+        >>> context_steps(np.array([[1.0], [3.0]], np.float32), ordered, history, state,
+        ...               4, 1, 2, 0.5, 0, 5.0, 10.0, 20.0).tolist()
+        [[0.0, 0.0, 20.0], [1.0, -1.0, 20.0]]
+    """
+    rows = np.ascontiguousarray(rows, np.float32)
+    out = np.empty((len(rows), rows.shape[1] * bins + 1), np.float32)
+    _kernel("context_steps")(rows, ordered, history, state, int(lookback),
+                             len(history) // 2, int(width), int(bins), float(quantile),
+                             int(burst), float(burst_log_ratio), float(windows_per_second),
+                             float(max_since_s), out)
+    return out
 
 
 def running_sums(values: np.ndarray, out: np.ndarray) -> None:

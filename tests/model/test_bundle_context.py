@@ -86,6 +86,27 @@ def test_predict_in_context_keeps_a_stream_across_calls(
     assert not np.allclose(alone.ttf_s[:5], whole.ttf_s[100:105])
 
 
+def test_interleaved_streams_keep_their_own_contexts(
+        saved: bundle.Bundle, record: simulate.SimulatedRecord) -> None:
+    # Two streams' windows in one batch, as the monitor mixes them: each stream's run of
+    # windows goes through its own context, in order, and any other step function too.
+    windows, starts = _windows(record)
+    first, second = saved.new_context(RATE), saved.new_context(RATE)
+    seen: list[int] = []
+
+    def counting(base: np.ndarray) -> np.ndarray:
+        seen.append(len(seen))
+        return saved.new_context(RATE).step(base)
+
+    owners = [first.step, first.step, second.step, first.step, counting, second.step] * 4
+    mixed = saved.predict_in_context(windows[:24], starts[:24], owners)
+    rows = [index for index, owner in enumerate(owners) if owner == first.step]
+    reference = saved.new_context(RATE)
+    alone = saved.predict_in_context(windows[rows], starts[rows], [reference.step] * 12)
+    np.testing.assert_array_equal(mixed.ttf_s[rows], alone.ttf_s)
+    assert seen == [0, 1, 2, 3]
+
+
 def test_the_context_is_part_of_the_features_fingerprint(saved: bundle.Bundle) -> None:
     metadata = json.loads((saved.path / bundle.METADATA_FILENAME).read_text())
     metadata["context"]["lookback_s"] = 9.0

@@ -124,18 +124,50 @@ def test_windows_per_second_must_be_positive():
         StreamContext(ContextConfig(), 0.0)
 
 
+def numpy_steps(config: ContextConfig, windows_per_second: float,
+                bases: np.ndarray) -> np.ndarray:
+    """The definitions in NumPy, one window at a time: the reference the compiled steps
+    must equal bit for bit."""
+    lookback = max(2, round(config.lookback_s * windows_per_second))
+    width = max(1, round(config.bin_s * windows_per_second))
+    burst = config.bases.index("log_variance")
+    past: list[np.ndarray] = []
+    since = None
+    out = []
+    for row in np.asarray(bases, np.float32):
+        past.append(row.astype(np.float64))
+        held = np.array(past)
+        baseline = np.quantile(held[-lookback:], config.quantile, axis=0)
+        slices = np.zeros((len(config.bases), config.bins))
+        for index in range(min(config.bins, -(-len(held) // width))):
+            stop = len(held) - index * width
+            slices[:, index] = held[max(0, stop - width):stop].mean(axis=0) - baseline
+        if row[burst] - baseline[burst] > config.burst_log_ratio:
+            since = 0
+        elif since is not None:
+            since += 1
+        seconds = (config.max_since_s if since is None
+                   else min(config.max_since_s, since / windows_per_second))
+        out.append(np.append(slices.reshape(-1), seconds).astype(np.float32))
+    return np.array(out)
+
+
 @pytest.mark.parametrize("windows_per_second", [3.0, 26.7, 266.7])
 @pytest.mark.parametrize("quantile", [0.05, 0.2, 0.5, 0.75])
-def test_the_baseline_is_numpys_quantile_bit_for_bit(windows_per_second, quantile):
+def test_the_compiled_steps_are_the_numpy_definitions_bit_for_bit(windows_per_second,
+                                                                   quantile):
     config = ContextConfig(quantile=quantile)
-    context = StreamContext(config, windows_per_second)
-    values = np.random.default_rng(7).normal(size=(1_500, len(config.bases)))
+    values = np.random.default_rng(7).normal(2.0, 0.5, (1_500, len(config.bases)))
     values[::3, 1] = 0.25  # ties
-    for row in values.astype(np.float32):
-        context.step(row)
-        past = context._past[-context._lookback:]
-        np.testing.assert_array_equal(context._baseline(),
-                                      np.quantile(past, quantile, axis=0))
+    values[::97, 0] += 4.0  # bursts
+    values = values.astype(np.float32)
+    expected = numpy_steps(config, windows_per_second, values)
+    context = StreamContext(config, windows_per_second)
+    # A step at a time and runs of several windows, as the monitor's batches cut them.
+    got = np.concatenate([context.step(values[0])[np.newaxis], context.run(values[1:700]),
+                          *(context.step(row)[np.newaxis] for row in values[700:705]),
+                          context.run(values[705:])])
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
 def test_a_snapshot_taken_after_the_history_wrapped_continues_the_stream():
