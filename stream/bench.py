@@ -23,7 +23,8 @@ Sections (``--only`` picks some; each prints in the table and lands in ``--json 
   went to Kafka to the moment its prediction is in Redis (the stream's prediction
   history, read with a blocking XREAD): p50, p90, p99, max.
 - ``overlap``: the pipeline core (features and model, no Kafka) over the same record
-  with hop = window and hop = window / 10.
+  with hop = window and hop = window / 10, each the best of ``--repeats`` rounds, the
+  two taking turns.
 - ``memory`` (only with ``--memory-minutes``): the monitor process's resident memory
   after warm-up and at the end of a real-time run of that length.
 
@@ -328,7 +329,9 @@ def _latency_lines(section: Mapping[str, Any]) -> list[str]:
 
 
 def _overlap_lines(section: Mapping[str, Any]) -> list[str]:
-    lines = [f"  pipeline core over {section['seconds']:g} s of a 4 MHz record:"]
+    rounds = section.get("repeats", 1)
+    lines = [f"  pipeline core over {section['seconds']:g} s of a 4 MHz record"
+             + (f", best of {rounds} rounds:" if rounds > 1 else ":")]
     for entry in section["runs"]:
         lines.append(f"  hop {entry['hop']:>7,d}: {_number(entry['ms_per_s']):>6s} MS/s, "
                      f"{entry['windows']} windows, "
@@ -991,27 +994,33 @@ def bench_memory(result: RealtimeResult) -> dict[str, Any]:
 # ---------------------------------------------------------------- overlap
 
 
-def bench_overlap(predictor: Any, samples: np.ndarray, chunk_samples: int) -> dict[str, Any]:
-    """The pipeline core over ``samples`` with hop = window and hop = window / 10."""
+def bench_overlap(predictor: Any, samples: np.ndarray, chunk_samples: int,
+                  repeats: int = 1) -> dict[str, Any]:
+    """The pipeline core over ``samples`` with hop = window and hop = window / 10, each
+    the best of ``repeats`` rounds, the two hops taking turns (so load weighs on each
+    alike)."""
     from stream.instrument import Chunker
     from stream.pipeline import Pipeline
 
     chunker = Chunker("bench", sample_rate=REAL_TIME_RATE, chunk_samples=chunk_samples)
     chunks = chunker.push(samples)
     predictor.predict(samples[np.newaxis, :predictor.window], np.zeros(1, np.int64))
-    runs = []
-    for hop in (predictor.window, predictor.window // OVERLAP_DIVISOR):
-        pipeline = Pipeline(predictor, window=predictor.window, hop=hop)
-        started = time.perf_counter()
-        for chunk in chunks:
-            pipeline.add(chunk)
-        pipeline.flush()
-        elapsed = time.perf_counter() - started
-        windows = pipeline.counters.windows
-        runs.append({"hop": hop, "windows": windows, "seconds": elapsed,
-                     "ms_per_window": elapsed / windows * 1000.0,
-                     **throughput(len(samples), elapsed)})
-    return {"seconds": len(samples) / REAL_TIME_RATE, "runs": runs,
+    hops = (predictor.window, predictor.window // OVERLAP_DIVISOR)
+    best: dict[int, tuple[float, int]] = {}
+    for _ in range(repeats):
+        for hop in hops:
+            pipeline = Pipeline(predictor, window=predictor.window, hop=hop)
+            started = time.perf_counter()
+            for chunk in chunks:
+                pipeline.add(chunk)
+            pipeline.flush()
+            elapsed = time.perf_counter() - started
+            if hop not in best or elapsed < best[hop][0]:
+                best[hop] = (elapsed, pipeline.counters.windows)
+    runs = [{"hop": hop, "windows": best[hop][1], "seconds": best[hop][0],
+             "ms_per_window": best[hop][0] / best[hop][1] * 1000.0,
+             **throughput(len(samples), best[hop][0])} for hop in hops]
+    return {"seconds": len(samples) / REAL_TIME_RATE, "repeats": repeats, "runs": runs,
             "ratio": runs[1]["ms_per_s"] / runs[0]["ms_per_s"]}
 
 
@@ -1063,7 +1072,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--windows", type=_positive(int), default=DEFAULT_WINDOWS,
                         help=f"windows in the features section (default {DEFAULT_WINDOWS})")
     parser.add_argument("--repeats", type=_positive(int), default=DEFAULT_REPEATS,
-                        help=f"best of how many timings (default {DEFAULT_REPEATS})")
+                        help=f"best of how many timings, in the features and overlap "
+                             f"sections (default {DEFAULT_REPEATS})")
     parser.add_argument("--ingest-seconds", type=_positive(float),
                         default=DEFAULT_INGEST_SECONDS, metavar="S",
                         help="seconds of 4 MHz record per ingest run "
@@ -1171,7 +1181,7 @@ def run(args: argparse.Namespace) -> int:
             "latency": lambda: bench_latency(realtime(args.latency_seconds)),
             "overlap": lambda: bench_overlap(
                 model.predictor, samples[:int(args.overlap_seconds * REAL_TIME_RATE)],
-                chunk_samples),
+                chunk_samples, args.repeats),
             "memory": lambda: bench_memory(realtime(args.memory_minutes * 60.0)),
         }
         for name in sections:

@@ -33,6 +33,37 @@ def test_best_times_warm_up_then_take_turns_and_keep_the_fastest(monkeypatch):
     assert best["b"] == pytest.approx((0.010, 0.005))
 
 
+class _CountingPredictor:
+    """Any object with .version, .window, .hop and .predict runs in the pipeline core."""
+
+    version, window, hop = "stub", 4_000, 4_000
+
+    def __init__(self) -> None:
+        self.windows = 0
+
+    def predict(self, windows, start_samples):
+        self.windows += len(windows)
+        n = len(windows)
+        return np.full(n, 1.0), np.full(n, 1.0), np.zeros(n)
+
+
+def test_overlap_takes_turns_and_keeps_each_hops_fastest_round(monkeypatch):
+    # Rounds of (plain, overlapped): plain 4 then 2 s, overlapped 9 then 10 s of wall.
+    walls = iter([0.0, 4.0, 10.0, 19.0, 20.0, 22.0, 30.0, 40.0])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(walls))
+    predictor = _CountingPredictor()
+    samples = np.zeros(40_960, np.int16)  # ten whole chunks of 4,096
+    section = bench.bench_overlap(predictor, samples, 4_096, repeats=2)
+    plain, overlapped = section["runs"]
+    assert (plain["hop"], overlapped["hop"]) == (4_000, 400)
+    assert (plain["windows"], overlapped["windows"]) == (10, 93)
+    assert (plain["seconds"], overlapped["seconds"]) == (2.0, 9.0)
+    assert section["ratio"] == pytest.approx(2.0 / 9.0)
+    assert section["repeats"] == 2
+    assert predictor.windows == 1 + 2 * (10 + 93)  # a warm-up window, then every round
+    assert "best of 2 rounds" in "\n".join(bench._overlap_lines(section))
+
+
 def test_each_window_is_timed_from_the_chunk_that_holds_its_last_sample():
     chunk_ends = np.array([4096, 8192, 12288])
     sent = np.array([10.0, 10.001, 10.002])
