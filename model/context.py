@@ -19,9 +19,9 @@ window also gets a few features computed from the windows before it on the same 
 Every value is a function of the stream's earlier windows in order, so the monitor, a
 replay and training compute the same numbers: all go through :class:`StreamContext`,
 whose compiled steps take a run of consecutive windows at once and give each window what
-one step would (``kernels.context_steps``). A gap in a stream starts a fresh context (the monitor's alert
-policy resets there too). The monitor stores the context with the alert policy's state,
-so a restarted process continues each stream where it stopped.
+one step would (``kernels.context_steps``). A gap in a stream starts a fresh context (the
+monitor's alert policy resets there too). The monitor stores the context with the alert
+policy's state, so a restarted process continues each stream where it stopped.
 
 Example:
     >>> config = ContextConfig()

@@ -859,8 +859,8 @@ class BlockCache:
         self._slots: _Slots | None = None
         self._index: dict[tuple[Any, int], int] = {}  # (stream, block start) -> slot
         self._context: dict[int, bool] = {}  # slot -> made with the samples before it
-        # Per slot, its block's fingerprint (see _fingerprint), and the piece it was made
-        # from when the window came as pieces: the same read-only piece again needs no look.
+        # Per slot, its block's fingerprint (see _fingerprint), and the read-only piece it
+        # was made from when the window came as pieces: that piece again needs no look.
         self._prints = np.zeros((0, 2 * _FINGERPRINT), np.int16)
         self._sources: dict[int, np.ndarray] = {}
         self._free: list[int] = []
@@ -1298,8 +1298,8 @@ def _block_groups(cache: BlockCache, windows: np.ndarray | _RowList, starts: Seq
         cache._context[slot] = index > 0
         block = blocks[row][index]
         cache._prints[slot] = _fingerprint(block)
-        if isinstance(windows[row], _Pieces):
-            cache._sources[slot] = block
+        if isinstance(windows[row], _Pieces) and not block.flags.writeable:
+            cache._sources[slot] = block  # read-only: the same object, the same samples
         groups[index > 0].append((slot, row, index))
     found = []
     for context, members in groups.items():

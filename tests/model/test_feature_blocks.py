@@ -167,7 +167,10 @@ def test_a_streams_windows_out_of_order_are_refused(samples):
 def test_windows_given_as_their_pieces_give_the_same_features(samples):
     # A stream's windows as the accumulator hands them out: tuples of shared pieces, one
     # per hop; the cache reads the new blocks from them without joining the window.
-    pieces = [samples[start:start + HOP] for start in range(0, len(samples) - HOP + 1, HOP)]
+    pieces = [samples[start:start + HOP].copy() for start in range(0, len(samples) - HOP + 1,
+                                                                   HOP)]
+    for piece in pieces:
+        piece.flags.writeable = False  # as the accumulator hands them out
     per_window = WINDOW // HOP
     rows = [tuple(pieces[first:first + per_window]) for first in range(30)]
     windows, starts = windows_of(samples, 0, 30)
@@ -195,6 +198,23 @@ def test_a_cached_block_is_checked_again_when_its_samples_come_in_other_arrays(s
     np.testing.assert_allclose(shared, features.extract(changed, later), rtol=RTOL,
                                atol=ATOL)
     assert not np.allclose(shared, features.extract(windows_of(samples, 3, 3)[0], later))
+
+
+def test_a_writable_piece_is_checked_by_its_samples_each_time(samples):
+    # Only a read-only piece is trusted by identity: arrays that were written to in between
+    # (here a new recording in the same buffers) are made again.
+    pieces = [samples[start:start + HOP].copy() for start in range(0, 8 * HOP, HOP)]
+    per_window = WINDOW // HOP
+    cache = features.BlockCache(WINDOW, HOP)
+    first = [tuple(pieces[index:index + per_window]) for index in range(2)]
+    features.extract(first, np.arange(2) * HOP, cache=cache, streams=["s"] * 2)
+    for piece in pieces[2:]:
+        np.negative(piece, out=piece)
+    later = [tuple(pieces[index:index + per_window]) for index in range(2, 4)]
+    shared = features.extract(later, np.arange(2, 4) * HOP, cache=cache, streams=["s"] * 2)
+    joined = np.stack([np.concatenate(row) for row in later])
+    np.testing.assert_allclose(shared, features.extract(joined, np.arange(2, 4) * HOP),
+                               rtol=RTOL, atol=ATOL)
 
 
 def test_rows_of_different_lengths_are_one_clear_error():
