@@ -165,15 +165,6 @@ class StreamContext:
         self._held = 0
         self._since_burst: int | None = None  # windows since the last burst
 
-    def _append(self, row: np.ndarray) -> None:
-        arriving = np.asarray(row, np.float64)
-        leaving = self._past[-self._lookback] if self._held == self._lookback else None
-        self._held = kernels.sorted_replace(self._ordered, self._held, leaving, arriving)
-        at = self._written % self._capacity
-        self._buffer[at] = arriving
-        self._buffer[at + self._capacity] = arriving
-        self._written += 1
-
     @property
     def _past(self) -> np.ndarray:
         """The rows held, oldest first (a view)."""
@@ -226,8 +217,7 @@ class StreamContext:
         """The context a :meth:`snapshot` describes."""
         context = cls(config, float(state["windows_per_second"]))
         history = np.frombuffer(base64.b64decode(state["history"]), np.float32)
-        for row in history.reshape(-1, len(config.bases))[-context._capacity:]:
-            context._append(row)
+        context.run(history.reshape(-1, len(config.bases))[-context._capacity:])
         since = state.get("since_burst")
         context._since_burst = None if since is None else int(since)
         return context

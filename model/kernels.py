@@ -14,9 +14,9 @@ several times over a window, or could not make without a copy:
 - ``abs_stats``: the sum of |x - centre| and the threshold counts, in one pass;
 - ``sta_lta_stats``: sums, counts and largest STA/LTA ratios, of many rows in a call;
 - ``running_sums``: float64 running sums of float32 values, without a float64 copy;
-- ``sorted_replace``: a sliding window's sorted values, one leaving and one arriving
-  (the stream context's baseline quantile), and ``context_steps``: a stream context's
-  steps over many windows in one call;
+- ``context_steps``: a stream context's steps over many windows in one call, its
+  baseline quantile read from the lookback's values kept sorted, one value leaving and
+  one arriving a step;
 - ``ranked`` and ``sorted_abs_stats``: order statistics and |x| sums of windows made of
   blocks whose values lie sorted in a buffer (``model.features.BlockCache``), without
   merging the blocks.
@@ -280,29 +280,6 @@ def _context_steps_source(rows, ordered, history, state, lookback, capacity, wid
     state[2] = since
 
 
-def _sorted_replace_source(ordered, held, leaving, arriving, out_held):
-    """Per row j of ``ordered`` (its first ``held`` values sorted): take out one value equal
-    to leaving[j] if ``leaving`` has a row for it (a NaN-free value held), then put
-    arriving[j] in its place in order; out_held[0] is the count after."""
-    remove = leaving.shape[0] > 0
-    for j in range(ordered.shape[0]):
-        row = ordered[j]
-        count = held
-        if remove:
-            at = 0
-            while at < count and row[at] != leaving[j]:
-                at += 1
-            for k in range(at, count - 1):
-                row[k] = row[k + 1]
-            count -= 1
-        at = count
-        while at > 0 and row[at - 1] > arriving[j]:
-            row[at] = row[at - 1]
-            at -= 1
-        row[at] = arriving[j]
-        out_held[0] = count + 1
-
-
 def _count_at_most(values, first, stop, bound):
     """How many of the sorted values[first:stop] are <= bound (float64 comparison)."""
     low = first
@@ -518,9 +495,6 @@ def _signatures() -> dict[str, tuple[Callable[..., None], Any]]:
             array(types.int64, 2, readonly=True), array(types.int64, 1, readonly=True),
             array(types.float64, 1, readonly=True), array(types.float64, 1, readonly=True),
             array(types.float64, 2))),
-        "sorted_replace": (_sorted_replace_source, types.void(
-            array(types.float64, 2), types.int64, array(types.float64, 1, readonly=True),
-            array(types.float64, 1, readonly=True), array(types.int64, 1))),
         "running_sums": (_running_sums_source, types.void(
             array(types.float32, 1, readonly=True), array(types.float64, 1))),
         "context_steps": (_context_steps_source, types.void(
@@ -808,36 +782,6 @@ def sorted_abs_stats(buffer: np.ndarray, sums: np.ndarray, slots: np.ndarray,
                                 np.ascontiguousarray(centres, np.float64),
                                 np.ascontiguousarray(thresholds, np.float64), out)
     return out
-
-
-def sorted_replace(ordered: np.ndarray, held: int, leaving: np.ndarray | None,
-                   arriving: np.ndarray) -> int:
-    """Keep each row of ``ordered`` sorted while one value leaves and one arrives: a
-    sliding window's order statistics, per column of a stream, in place.
-
-    Args:
-        ordered: float64 array of shape (rows, capacity); each row's first ``held``
-            values sorted.
-        held: how many values each row holds.
-        leaving: float64 array of shape (rows,), one value each row holds, taken out; None
-            when nothing leaves.
-        arriving: float64 array of shape (rows,), put in.
-
-    Returns:
-        How many values each row holds after.
-
-    Example:
-        >>> ordered = np.array([[1.0, 3.0, 5.0, 0.0]])
-        >>> sorted_replace(ordered, 3, np.array([3.0]), np.array([4.0]))
-        3
-        >>> ordered[0, :3].tolist()
-        [1.0, 4.0, 5.0]
-    """
-    out = np.empty(1, np.int64)
-    gone = np.empty(0) if leaving is None else np.ascontiguousarray(leaving, np.float64)
-    _kernel("sorted_replace")(ordered, int(held), gone,
-                              np.ascontiguousarray(arriving, np.float64), out)
-    return int(out[0])
 
 
 def context_steps(rows: np.ndarray, ordered: np.ndarray, history: np.ndarray,

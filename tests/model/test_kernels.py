@@ -271,14 +271,19 @@ def test_a_cached_copy_made_under_another_module_name_does_not_break_loading(tmp
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), capacity=st.integers(1, 50), steps=st.integers(1, 200))
-def test_sorted_replace_keeps_a_sliding_windows_values_sorted(seed, capacity, steps):
+@given(seed=st.integers(0, 2**32 - 1), lookback=st.integers(1, 50), steps=st.integers(1, 200),
+       cut=st.integers(0, 200))
+def test_context_steps_keep_the_lookbacks_values_sorted(seed, lookback, steps, cut):
+    # The baseline's sorted lookback: one value leaves and one arrives a step, ties too,
+    # whether the steps come in one call or two.
     rng = np.random.default_rng(seed)
-    values = rng.integers(-5, 5, (steps, 3)).astype(np.float64)  # ties too
-    ordered = np.zeros((3, capacity))
-    held = 0
-    for step in range(steps):
-        leaving = values[step - capacity] if held == capacity else None
-        held = kernels.sorted_replace(ordered, held, leaving, values[step])
-        window = values[max(0, step - capacity + 1):step + 1]
-        np.testing.assert_array_equal(ordered[:, :held], np.sort(window.T, axis=1))
+    values = rng.integers(-5, 5, (steps, 3)).astype(np.float32)
+    ordered = np.zeros((3, lookback))
+    history = np.zeros((2 * max(lookback, 4), 3))
+    state = np.array([0, 0, -1], np.int64)
+    for part in (values[:cut], values[cut:]):
+        kernels.context_steps(part, ordered, history, state, lookback, 2, 2, 0.5, 0, 1.0,
+                              10.0, 20.0)
+    held = int(state[0])
+    assert held == min(steps, lookback) and state[1] == steps
+    np.testing.assert_array_equal(ordered[:, :held], np.sort(values[-held:].T, axis=1))
