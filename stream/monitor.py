@@ -258,13 +258,18 @@ class Monitor:
         """
         if self._closing:
             return {}
-        self._store(self.pipeline.flush())
         self._revoked = list(partitions)
+        self._store(self.pipeline.flush())
         return self._committable([p for p in partitions if p in self.tracker.partitions()])
 
     def _on_assign(self, partitions: list[Any]) -> None:
         kept = set(partitions)
-        gone = [p for p in self._revoked if p not in kept]
+        # Every partition this member read from and no longer holds, whether or not its
+        # revocation came through (a listener that failed, a lost membership): its
+        # streams must not continue from this member's old state when it comes back.
+        # (The consumer's assignors are eager: ``partitions`` is the whole assignment.)
+        gone = sorted({*self._revoked, *self.tracker.partitions()} - kept,
+                      key=lambda p: (p.topic, p.partition))
         for partition in gone:
             for stream_id in self.tracker.forget(partition):
                 self.pipeline.drop_stream(stream_id)
