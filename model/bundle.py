@@ -548,7 +548,7 @@ def set_inference_threads(threads: int) -> bool:
 
     On a small machine one thread is the fastest for the monitor's batches (up to
     ``max_batch``, 64 windows): a batch of 64 takes 0.9 ms against 1.4 ms with
-    TensorFlow's pools, which only pay off from a few hundred windows on. TensorFlow
+    TensorFlow's pools, which pay off from about 1,024 windows a batch. TensorFlow
     takes the setting only before it first runs, so the verbs call this before they load
     a model. Under another Keras backend it does nothing (JAX reads ``XLA_FLAGS``).
 

@@ -1412,9 +1412,9 @@ class _Pieces:
         begin = self.ends[first - 1] if first else 0
         if stop <= self.ends[first]:
             return self.pieces[first][start - begin:stop - begin]
-        last = bisect.bisect_left(self.ends, stop)
-        joined = np.concatenate(self.pieces[first:last + 1])
-        return joined[start - begin:stop - begin]
+        joined = np.empty(stop - start, np.int16)
+        self.copy_into(start, joined)
+        return joined
 
     def copy_into(self, start: int, out: np.ndarray) -> None:
         """Samples ``[start, start + len(out))`` into ``out``, piece by piece."""
