@@ -40,7 +40,7 @@ class Services:
 
 @pytest.fixture(scope="session")
 def services() -> Iterator[Services]:
-    from stream import services as local_services
+    from stream.tools import services as local_services
 
     if os.environ.get("LABQUAKE_TEST_SERVICES") == "external":
         found = Services(

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream import cli, config
+from stream import cli
+from stream.config import options as config
 
 pytestmark = pytest.mark.unit
 

@@ -24,14 +24,17 @@ TEST_SAMPLE_RATE = 1e5
 def small_bundle(tmp_path_factory) -> Path:
     """A bundle with window 15,000 for records at 100 kHz: an untrained network with a
     fitted scaler, reading each window in its stream's context as the shipped model does
-    (model/context.py), so restarts must carry that context too. These tests are about
+    (model/features/context.py), so restarts must carry that context too. These tests are about
     stream semantics (what reaches Redis, once), so any fixed model serves; its
     P(failure) hovers near the threshold, which makes alerts frequent and any difference
     between two runs visible."""
     import keras
 
-    from model import bundle, features, network, simulate
-    from model.context import ContextConfig, context_features
+    from model import network
+    from model.bundle import inference as bundle
+    from model.data import simulate
+    from model.features import extract as features
+    from model.features.context import ContextConfig, context_features
 
     keras.utils.set_random_seed(0)
     record = simulate.simulate(30, sample_rate=TEST_SAMPLE_RATE, seed=11)
@@ -57,7 +60,7 @@ def small_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def small_record(tmp_path_factory) -> Path:
     """40 s of simulated lab earthquakes at 100 kHz (4 million samples) as .npz."""
-    from model import records, simulate
+    from model.data import records, simulate
 
     path = tmp_path_factory.mktemp("records") / "sim.npz"
     record = simulate.simulate(40, sample_rate=TEST_SAMPLE_RATE, seed=5)

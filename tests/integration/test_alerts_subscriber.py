@@ -14,9 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from stream.errors import LabquakeError, ServiceUnavailable
-from stream.redis_names import ALERT_FIELD, RedisNames
-from stream.subscriber import (
+from stream.app.subscriber import (
     BACKOFF_START_S,
     LoggedAlert,
     check_entry_id,
@@ -25,6 +23,8 @@ from stream.subscriber import (
     read_alerts,
     table_header,
 )
+from stream.core.errors import LabquakeError, ServiceUnavailable
+from stream.io.redis_names import ALERT_FIELD, RedisNames
 from tests.integration.conftest import finish, labquake, stdout_so_far, wait_for
 
 WAIT_S = 20.0

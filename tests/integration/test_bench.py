@@ -7,7 +7,7 @@ import json
 
 from kafka.admin import KafkaAdminClient
 
-from stream import bench
+from stream.tools import bench
 from tests.integration.conftest import wait_for
 
 

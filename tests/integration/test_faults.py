@@ -30,10 +30,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import TopicPartition
 
-from model import records
-from stream import services, wire
-from stream.instrument import DEFAULT_CHUNK_SAMPLES
-from stream.replay import file_chunks
+from model.data import records
+from stream.app.replay import file_chunks
+from stream.core import wire
+from stream.io.instrument import DEFAULT_CHUNK_SAMPLES
+from stream.tools import services
 from tests.integration.conftest import (
     TEST_SAMPLE_RATE,
     TEST_WINDOW,

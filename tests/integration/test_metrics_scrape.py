@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import wire
+from stream.core import wire
 from tests.integration.conftest import (
     TEST_SAMPLE_RATE,
     TEST_WINDOW,

@@ -10,7 +10,7 @@ import time
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream import wire
+from stream.core import wire
 from tests.integration.conftest import (
     TEST_SAMPLE_RATE,
     TEST_WINDOW,
@@ -181,7 +181,7 @@ def test_members_joining_and_leaving_mid_record_process_every_window_once(
 
 
 def _record_chunks(record_path, instrument="rig1", size=4096):
-    from stream.replay import file_chunks
+    from stream.app.replay import file_chunks
 
     for block in file_chunks(str(record_path), instrument, "ae0"):
         for start in range(0, len(block.samples), size):

@@ -15,8 +15,8 @@ import pytest
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 
-from stream.instrument import DEFAULT_CHUNK_SAMPLES, InstrumentProducer
-from stream.wire import Chunk, decode
+from stream.core.wire import Chunk, decode
+from stream.io.instrument import DEFAULT_CHUNK_SAMPLES, InstrumentProducer
 from tests.integration.conftest import TEST_SAMPLE_RATE, finish, labquake
 
 
@@ -124,8 +124,8 @@ def test_a_raw_int16_pipe_into_the_cli_arrives_whole(services, new_topic):
 def test_the_cli_sends_the_simulator_and_a_recorded_file_as_they_are(
     services, new_topic, tmp_path
 ):
-    from model.records import write_record
-    from model.simulate import simulate
+    from model.data.records import write_record
+    from model.data.simulate import simulate
 
     record = simulate(1.0, sample_rate=4e4, seed=3)
     returncode, _, stderr = finish(produce(
@@ -207,7 +207,7 @@ def test_an_unreachable_broker_is_one_line_and_exit_3(services):
 
 
 def test_json_is_one_object_on_stdout_saying_what_was_sent(services, new_topic, small_record):
-    from model.records import read_record
+    from model.data.records import read_record
 
     samples = len(read_record(small_record).acoustic_data)
     returncode, stdout, stderr = finish(produce(

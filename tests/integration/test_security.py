@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream import services
-from stream.config import resolve
-from stream.security import kafka_client_options, redis_client_options
+from stream.config.options import resolve
+from stream.io.security import kafka_client_options, redis_client_options
+from stream.tools import services
 from tests.integration.conftest import (
     finish,
     kill,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from stream import services
+from stream.tools import services
 
 
 def _free_port() -> int:

@@ -17,8 +17,8 @@ import keras
 import numpy as np
 import pytest
 
-from model import bundle as bundle_module
-from model.bundle import (
+from model.bundle import inference as bundle_module
+from model.bundle.inference import (
     METADATA_FILENAME,
     MODEL_FILENAME,
     Bundle,
@@ -28,7 +28,7 @@ from model.bundle import (
     save,
 )
 from model.network import FAILURE_OUTPUT, TSF_OUTPUT, TTF_OUTPUT, build_model
-from stream.errors import LabquakeError
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 
@@ -39,7 +39,7 @@ ALERT_POLICY = {"threshold": 0.7, "clear_below": 0.4, "min_consecutive": 2}
 
 def _stub_features_module() -> types.ModuleType:
     """Stands in for model.features while it does not exist: same interface, simple stats."""
-    stub = types.ModuleType("model.features")
+    stub = types.ModuleType("model.features.extract")
     columns = {
         "mean": lambda w: w.mean(axis=1),
         "std": lambda w: w.std(axis=1),
@@ -59,11 +59,11 @@ def _stub_features_module() -> types.ModuleType:
 @pytest.fixture(scope="module")
 def features() -> Iterator[types.ModuleType]:
     try:
-        yield importlib.import_module("model.features")
+        yield importlib.import_module("model.features.extract")
     except ImportError:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setitem(sys.modules, "model.features", _stub_features_module())
-            yield sys.modules["model.features"]
+            patch.setitem(sys.modules, "model.features.extract", _stub_features_module())
+            yield sys.modules["model.features.extract"]
 
 
 @pytest.fixture(scope="module")
@@ -406,8 +406,8 @@ import numpy as np
 if sys.argv[4] == "stub":
     sys.path.insert(0, sys.argv[5])
     from test_bundle import _stub_features_module
-    sys.modules["model.features"] = _stub_features_module()
-from model.bundle import load
+    sys.modules["model.features.extract"] = _stub_features_module()
+from model.bundle.inference import load
 bundle = load(sys.argv[1])
 prediction = bundle.predict_features(np.load(sys.argv[2]))
 np.save(sys.argv[3], np.stack([prediction.ttf_s, prediction.tsf_s, prediction.p_failure]))
@@ -438,7 +438,7 @@ INFERENCE_THREADS_CHECK = """
 import logging, sys
 import numpy as np
 import tensorflow as tf
-from model import bundle
+from model.bundle import inference as bundle
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
 assert bundle.set_inference_threads(1)
 assert bundle.set_inference_threads(1)  # the same again: nothing to change

@@ -1,4 +1,4 @@
-"""A bundle whose network reads each window in its stream's context (model/context.py)."""
+"""A bundle whose network reads each window in its stream's context (model/features/context.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import bundle, dataset, simulate
-from model.context import ContextConfig
+from model.bundle import inference as bundle
+from model.data import simulate
+from model.features.context import ContextConfig
 from model.network import build_model
-from stream.errors import LabquakeError
+from model.training import dataset
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 
@@ -58,7 +60,7 @@ def test_the_offline_path_equals_the_bundle_on_raw_windows(
     windows, starts = _windows(record)
     direct = saved.predict(windows, starts)
     path = tmp_path / "r.npz"
-    from model import records
+    from model.data import records
 
     records.write_record(path, [(record.acoustic_data, record.time_to_failure)],
                          sample_rate=RATE)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from model import bundle, segments
-from model.records import read_record
-from model.simulate import simulate
+from model.bundle import inference as bundle
+from model.data import segments
+from model.data.records import read_record
+from model.data.simulate import simulate
 from stream import cli
 
 pytestmark = pytest.mark.unit

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from model.context import (
+from model.features.context import (
     CONTEXT_VERSION,
     SINCE_NAME,
     ContextConfig,
     StreamContext,
     context_features,
 )
-from stream.errors import LabquakeError
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import bundle, cross_validation, dataset, train
+from model.bundle import inference as bundle
+from model.data.simulate import simulate_blocks
 from model.network import build_model
-from model.simulate import simulate_blocks
+from model.training import cross_validation, dataset, train
+from model.training import fit as fitting
 from stream import cli
-from stream.errors import LabquakeError
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 
@@ -28,7 +30,7 @@ def windows() -> dataset.RecordWindows:
 def test_folds_deal_every_failure_cycle_once(windows: dataset.RecordWindows) -> None:
     folds = cross_validation.cycle_folds([windows], 4, seed=3)
     dealt = [pair for fold in folds for pair in fold]
-    assert sorted(dealt) == train.failure_cycles([windows])
+    assert sorted(dealt) == fitting.failure_cycles([windows])
     assert len(dealt) == len(set(dealt)) == len(windows.failure_samples)
     sizes = [len(fold) for fold in folds]
     assert max(sizes) - min(sizes) <= 1 and all(fold == sorted(fold) for fold in folds)
@@ -51,7 +53,7 @@ def test_train_prints_and_stores_each_folds_mae(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     fits: list[tuple] = []
 
-    def untrained_fit(split: train.Split, **_: object) -> tuple:
+    def untrained_fit(split: fitting.Split, **_: object) -> tuple:
         # The fitting itself is tested in test_train; here only what CV does around it.
         features = np.concatenate([part.features for part in split.train])
         fitted = (split, build_model(features.shape[1]), *bundle.fit_scaler(features))
@@ -60,6 +62,7 @@ def test_train_prints_and_stores_each_folds_mae(tmp_path: Path,
                               "val_loss": [1.0]})
 
     monkeypatch.setattr(train, "fit", untrained_fit)
+    monkeypatch.setattr(fitting, "fit", untrained_fit)
     out = tmp_path / "cv.lqb"
     code = cli.main(["train", "--simulate", "40", "--sample-rate", "1e4", "--window", "4096",
                      "--seed", "7", "--folds", "2", "--out", str(out)])
@@ -84,8 +87,8 @@ def test_train_prints_and_stores_each_folds_mae(tmp_path: Path,
         assert fold["n_validation"] == len(split.validation[0]) > 0
         assert fold["n_train"] == len(split.train[0])
         true = split.validation[0].ttf_s
-        predicted = train.network_prediction(
-            fold_model, train.network_inputs(split.validation[0].features, mean, std)).ttf_s
+        predicted = fitting.network_prediction(
+            fold_model, fitting.network_inputs(split.validation[0].features, mean, std)).ttf_s
         assert fold["mae"] == pytest.approx(np.mean(np.abs(true - predicted)))
         baseline = np.mean(np.abs(true - np.median(split.train[0].ttf_s)))
         assert fold["baseline_mae"] == pytest.approx(baseline)

@@ -7,12 +7,13 @@ import math
 import numpy as np
 import pytest
 
-from model import dataset, features
+from model.data.simulate import LabFault
+from model.features import extract as features
 from model.network import FAILURE_HORIZON_S
-from model.simulate import LabFault
-from stream.errors import LabquakeError
-from stream.windows import WindowAccumulator
-from stream.wire import Chunk
+from model.training import dataset
+from stream.core.errors import LabquakeError
+from stream.core.windows import WindowAccumulator
+from stream.core.wire import Chunk
 
 pytestmark = pytest.mark.unit
 

@@ -10,13 +10,16 @@ import keras
 import numpy as np
 import pytest
 
-from model import bundle, dataset, evaluate, records
-from model.bundle import Prediction
+from model.bundle import inference as bundle
+from model.bundle.inference import Prediction
+from model.data import records
+from model.data.simulate import simulate_blocks
+from model.evaluation import evaluate
 from model.network import build_model
-from model.simulate import simulate_blocks
+from model.training import dataset
 from stream import cli
-from stream.alert_policy import AlertPolicy, AlertPolicyConfig
-from stream.pipeline import CLOCK_DECIMALS, PROBABILITY_DECIMALS, TIME_DECIMALS
+from stream.core.alert_policy import AlertPolicy, AlertPolicyConfig
+from stream.core.events import CLOCK_DECIMALS, PROBABILITY_DECIMALS, TIME_DECIMALS
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""model.features.BlockCache: overlapping windows share their blocks' work, and each
+"""model.features.extract.BlockCache: overlapping windows share their blocks' work, and each
 window's features are what it gives alone."""
 
 import re
@@ -6,8 +6,8 @@ import re
 import numpy as np
 import pytest
 
-from model import features
-from stream.errors import LabquakeError
+from model.features import extract as features
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 

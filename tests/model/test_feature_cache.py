@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import dataset, feature_cache, features, record_cache, records
-from model.simulate import simulate_blocks
+from model.data import feature_cache, record_cache, records
+from model.data.simulate import simulate_blocks
+from model.features import extract as features
+from model.training import dataset
 
 pytestmark = pytest.mark.unit
 
@@ -111,7 +113,7 @@ def test_worker_processes_compute_the_same_features(cache: record_cache.RecordCa
 
 
 def test_a_record_shorter_than_a_window_is_refused(cache: record_cache.RecordCache) -> None:
-    from stream.errors import LabquakeError
+    from stream.core.errors import LabquakeError
 
     with pytest.raises(LabquakeError, match="fewer than one window"):
         dataset.cached_windows(cache, window=cache.n_samples + 1, sample_rate=RATE,

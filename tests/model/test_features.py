@@ -1,4 +1,4 @@
-"""model.features: shapes, determinism, each winner feature against a plain reference."""
+"""model.features.extract: shapes, determinism, each winner feature against a plain reference."""
 
 import re
 from pathlib import Path
@@ -8,8 +8,9 @@ import pytest
 import scipy.fft
 import scipy.stats
 
-from model import features, mfcc
-from stream.errors import LabquakeError
+from model.features import extract as features
+from model.features import mfcc
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""model.kernels: the compiled loops give bit for bit the NumPy/SciPy formulas."""
+"""model.features.kernels: the compiled loops give bit for bit the NumPy/SciPy formulas."""
 
 import os
 import subprocess
@@ -11,7 +11,7 @@ import scipy.fft
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model import kernels, mfcc
+from model.features import kernels, mfcc
 
 pytestmark = pytest.mark.unit
 
@@ -254,16 +254,17 @@ def test_running_sums_are_numpy_cumulative_sums():
 
 @pytest.mark.slow
 def test_a_cached_copy_made_under_another_module_name_does_not_break_loading(tmp_path):
-    # Importing model/kernels.py as a top-level module (a doctest run on the file, say)
-    # caches its machine code under that name; a process importing model.kernels cannot
+    # Importing model/features/kernels.py as a top-level module (a doctest run on the file, say)
+    # caches its machine code under that name; a process importing model.features.kernels cannot
     # load that copy, and compiles instead of failing.
-    root = Path(kernels.__file__).resolve().parents[1]
+    root = Path(kernels.__file__).resolve().parents[2]
     environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     subprocess.run([sys.executable, "-c", "import kernels; kernels.warm_up()"],
-                   cwd=root / "model", env=environment, check=True, timeout=300)
+                   cwd=root / "model" / "features", env=environment, check=True, timeout=300)
     assert list(tmp_path.rglob("*.nbi")), "the first process should have cached the kernels"
     result = subprocess.run(
-        [sys.executable, "-c", "from model import kernels; kernels.warm_up(); print('ok')"],
+        [sys.executable, "-c",
+         "from model.features import kernels; kernels.warm_up(); print('ok')"],
         cwd=root, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from scipy.stats import ks_2samp
 
-from model import bundle, ks_filter, records, segments
-from model.features import FEATURE_NAMES
-from model.simulate import simulate_blocks
+from model.bundle import inference as bundle
+from model.data import records, segments
+from model.data.simulate import simulate_blocks
+from model.features.extract import FEATURE_NAMES
+from model.training import ks_filter
 from stream import cli
-from stream.errors import LabquakeError
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""model.mfcc against librosa's own output, stored in fixtures/mfcc_librosa.npz.
+"""model.features.mfcc against librosa's own output, stored in fixtures/mfcc_librosa.npz.
 
 The fixture was made once with librosa 0.11 by fixtures/make_mfcc_fixture.py (librosa is
 not a labquake dependency). Tolerance: 1e-3 dB absolute on every coefficient. float32
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from model import mfcc
+from model.features import mfcc
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import bundle, segments
+from model.bundle import inference as bundle
+from model.data import segments
 from model.network import build_model
 from stream import cli
 

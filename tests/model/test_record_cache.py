@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import record_cache, records
-from model.simulate import simulate_blocks
-from stream.errors import LabquakeError
+from model.data import record_cache, records
+from model.data.simulate import simulate_blocks
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 
@@ -54,14 +54,14 @@ def test_conversion_holds_the_files_samples_and_float32_labels(lanl_csv: Path,
 
 def test_reading_a_converted_file_uses_the_cache(lanl_csv: Path, cache_home: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    parsed = list(records.read_blocks(lanl_csv, 70_000))
+    parsed = list(record_cache.read_blocks(lanl_csv, 70_000))
     record_cache.convert(lanl_csv, progress=False)
 
     def no_parsing(*_: object) -> None:
         raise AssertionError("the CSV was parsed although its cache exists")
 
     monkeypatch.setattr(records, "_parse_csv", no_parsing)
-    cached = list(records.read_blocks(lanl_csv, 70_000, sample_rate=RATE))
+    cached = list(record_cache.read_blocks(lanl_csv, 70_000, sample_rate=RATE))
     assert [block.first_sample for block in cached] == [0, 70_000, 140_000]
     assert {block.sample_rate for block in cached} == {RATE}
     for block, reference in zip(cached, parsed, strict=True):
@@ -70,7 +70,7 @@ def test_reading_a_converted_file_uses_the_cache(lanl_csv: Path, cache_home: Pat
         np.testing.assert_allclose(block.time_to_failure, reference.time_to_failure,
                                    rtol=1e-7)
     with pytest.raises(AssertionError, match="parsed"):
-        next(records.read_blocks(lanl_csv, use_cache=False))
+        next(records.read_blocks(lanl_csv))
 
 
 def test_a_changed_file_makes_its_cache_stale(lanl_csv: Path, tmp_path: Path) -> None:
@@ -171,19 +171,20 @@ def test_the_default_root_follows_the_environment(cache_home: Path) -> None:
 def test_cache_flags_that_contradict_are_refused() -> None:
     import argparse
 
-    from model import train
+    from model.training import cache_arguments
 
     parser = argparse.ArgumentParser()
-    train.add_cache_arguments(parser)
-    options = train.cached_windows_options(parser.parse_args(["--cache", "/c", "--workers", "3"]))
+    cache_arguments.add_cache_arguments(parser)
+    options = cache_arguments.cached_windows_options(
+        parser.parse_args(["--cache", "/c", "--workers", "3"]))
     assert options == {"use_cache": True, "cache_root": "/c", "convert_any_size": True,
                        "feature_cache": None, "workers": 3}
-    assert not train.cached_windows_options(parser.parse_args([]))["convert_any_size"]
+    assert not cache_arguments.cached_windows_options(parser.parse_args([]))["convert_any_size"]
     with pytest.raises(LabquakeError, match="--no-cache contradicts --cache"):
-        train.check_cache_arguments(parser.parse_args(["--no-cache", "--cache", "/c"]))
+        cache_arguments.check_cache_arguments(parser.parse_args(["--no-cache", "--cache", "/c"]))
     with pytest.raises(LabquakeError, match="--workers 0 is not a positive"):
-        train.check_cache_arguments(parser.parse_args(["--workers", "0"]))
+        cache_arguments.check_cache_arguments(parser.parse_args(["--workers", "0"]))
     simulated = parser.parse_args(["--feature-cache", "/f"])
     simulated.simulate = 60.0
     with pytest.raises(LabquakeError, match="--feature-cache apply to --data files"):
-        train.check_cache_arguments(simulated)
+        cache_arguments.check_cache_arguments(simulated)

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from model import records
-from model.records import Block, read_blocks, read_record, write_record
-from stream.errors import LabquakeError
+from model.data import records
+from model.data.records import Block, read_blocks, read_record, write_record
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import segments
-from model.simulate import LabFault
-from stream.errors import LabquakeError
+from model.data import segments
+from model.data.simulate import LabFault
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +78,7 @@ def test_a_model_window_reads_the_end_of_a_segment(written: segments.WrittenSegm
 
 def test_segment_features_are_those_of_the_last_window(
         written: segments.WrittenSegments) -> None:
-    from model import features
+    from model.features import extract as features
 
     files = segments.segment_files(written.folder)
     names = ("num_peaks_2", "log_variance")
@@ -128,7 +128,7 @@ def test_the_simulate_verb_writes_segments(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from model import simulate_cli
+    from stream.cli import simulate as simulate_cli
 
     parser = argparse.ArgumentParser()
     simulate_cli.add_parser(parser.add_subparsers())
@@ -148,7 +148,7 @@ def test_the_simulate_verb_needs_seconds_for_a_record(tmp_path: Path,
                                                       ) -> None:
     import argparse
 
-    from model import simulate_cli
+    from stream.cli import simulate as simulate_cli
 
     parser = argparse.ArgumentParser()
     simulate_cli.add_parser(parser.add_subparsers())

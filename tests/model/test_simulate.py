@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import simulate_cli
-from model.records import read_record
-from model.simulate import (
+from model.data.records import read_record
+from model.data.simulate import (
     BIN_SAMPLES,
     DEFAULT_CYCLE_SECONDS,
     DEFAULT_SAMPLE_RATE,
@@ -27,7 +26,8 @@ from model.simulate import (
     simulate_blocks,
 )
 from stream.cli import main
-from stream.errors import LabquakeError
+from stream.cli import simulate as simulate_cli
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 

@@ -11,14 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model import bundle, dataset, records, train
-from model.bundle import Prediction
+from model.bundle import inference as bundle
+from model.bundle.inference import Prediction
+from model.data import records
+from model.data.simulate import simulate_blocks
 from model.network import FAILURE_OUTPUT, TSF_OUTPUT, TTF_OUTPUT
-from model.simulate import simulate_blocks
+from model.training import dataset, train
+from model.training import fit as fitting
 from stream import cli
-from stream.alert_policy import AlertPolicyConfig
-from stream.errors import LabquakeError
-from stream.windows import WINDOW_SAMPLES
+from stream.core.alert_policy import AlertPolicyConfig
+from stream.core.errors import LabquakeError
+from stream.core.windows import WINDOW_SAMPLES
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +46,7 @@ def test_default_window_is_the_monitors() -> None:
 
 def test_split_keeps_validation_windows_apart_from_training_windows(
         overlapping: dataset.RecordWindows) -> None:
-    split = train.split_by_cycles([overlapping], 0.2, seed=0)
+    split = fitting.split_by_cycles([overlapping], 0.2, seed=0)
     (fit_part,), (validation,) = split.train, split.validation
     assert len(fit_part) > len(validation) > 0
     # No validation window shares a sample with a training window.
@@ -63,19 +66,19 @@ def test_split_keeps_validation_windows_apart_from_training_windows(
 def test_split_draws_about_the_fraction_of_failure_cycles_from_the_seed(
         overlapping: dataset.RecordWindows) -> None:
     failures = len(overlapping.failure_samples)
-    split = train.split_by_cycles([overlapping], 0.25, seed=3)
+    split = fitting.split_by_cycles([overlapping], 0.25, seed=3)
     assert len(split.validation_cycles) == round(0.25 * failures)
     assert all(cycle < failures for _, cycle in split.validation_cycles)
-    again = train.split_by_cycles([overlapping], 0.25, seed=3)
+    again = fitting.split_by_cycles([overlapping], 0.25, seed=3)
     assert again.validation_cycles == split.validation_cycles
-    others = {tuple(train.split_by_cycles([overlapping], 0.25, seed=s).validation_cycles)
+    others = {tuple(fitting.split_by_cycles([overlapping], 0.25, seed=s).validation_cycles)
               for s in range(6)}
     assert len(others) > 1
 
 
 def test_split_over_several_records_names_each_records_cycles(
         overlapping: dataset.RecordWindows) -> None:
-    split = train.split_by_cycles([overlapping, overlapping], 0.5, seed=1)
+    split = fitting.split_by_cycles([overlapping, overlapping], 0.5, seed=1)
     assert {record for record, _ in split.validation_cycles} <= {0, 1}
     assert len(split.train) == len(split.validation) == 2
     for record, part in enumerate(split.validation):
@@ -88,9 +91,9 @@ def test_split_needs_two_failures(overlapping: dataset.RecordWindows) -> None:
     few = dataset.RecordWindows(**{**one_failure.__dict__,
                                    "failure_samples": overlapping.failure_samples[:1]})
     with pytest.raises(LabquakeError, match="needs at least 2"):
-        train.split_by_cycles([few], 0.2, seed=0)
+        fitting.split_by_cycles([few], 0.2, seed=0)
     with pytest.raises(ValueError, match="validation_fraction"):
-        train.split_by_cycles([overlapping], 1.0, seed=0)
+        fitting.split_by_cycles([overlapping], 1.0, seed=0)
 
 
 # --- targets and inputs -----------------------------------------------------------------
@@ -98,7 +101,7 @@ def test_split_needs_two_failures(overlapping: dataset.RecordWindows) -> None:
 
 def test_targets_mask_the_unknown_time_since_failure(
         overlapping: dataset.RecordWindows) -> None:
-    y, weights = train.targets([overlapping])
+    y, weights = fitting.targets([overlapping])
     unknown = np.isnan(overlapping.tsf_s)
     assert unknown.any() and not unknown.all()
     assert np.all(np.isfinite(y[TSF_OUTPUT]))
@@ -111,7 +114,7 @@ def test_targets_mask_the_unknown_time_since_failure(
 def test_network_inputs_standardise_per_feature() -> None:
     features = np.array([[1.0, 5.0, 2.0], [3.0, 5.0, 6.0]])
     mean, std = bundle.fit_scaler(features)
-    inputs = train.network_inputs(features, mean, std)
+    inputs = fitting.network_inputs(features, mean, std)
     assert inputs.shape == (2, 1, 3) and inputs.dtype == np.float32
     np.testing.assert_allclose(inputs[:, 0, :], [[-1.0, 0.0, -1.0], [1.0, 0.0, 1.0]])
 
@@ -126,16 +129,16 @@ def test_tuning_finds_the_threshold_that_announces_every_failure(
     p_failure = np.where(last_second, 0.35, 0.1).astype(np.float32)
     prediction = Prediction(overlapping.ttf_s.astype(np.float32),
                             np.zeros(len(overlapping), np.float32), p_failure)
-    config = train.tune_policy([(overlapping, prediction)])
+    config = fitting.tune_policy([(overlapping, prediction)])
     assert 0.1 < config.raise_threshold <= 0.35
     assert config.clear_threshold <= config.raise_threshold
-    from model.evaluate import record_alert_quality
+    from model.evaluation.evaluate import record_alert_quality
 
     quality, _ = record_alert_quality(overlapping, prediction, config)
     assert quality.recall == 1.0 and quality.precision == 1.0
     # With nothing to find, the defaults stay.
     silent = Prediction(prediction.ttf_s, prediction.tsf_s, np.zeros_like(p_failure))
-    assert train.tune_policy([(overlapping, silent)]) == AlertPolicyConfig()
+    assert fitting.tune_policy([(overlapping, silent)]) == AlertPolicyConfig()
 
 
 @pytest.mark.parametrize("policy", [None, AlertPolicyConfig(raise_threshold=0.3,
@@ -143,10 +146,10 @@ def test_tuning_finds_the_threshold_that_announces_every_failure(
                                                                consecutive=1)])
 def test_stopping_on_alerts_keeps_the_epoch_whose_validation_alerts_were_best(
         overlapping: dataset.RecordWindows, policy: AlertPolicyConfig | None) -> None:
-    from model import evaluate
+    from model.evaluation import evaluate
 
-    split = train.split_by_cycles([overlapping], 0.3, seed=0)
-    model, mean, std, history = train.fit(split, epochs=6, batch_size=64, patience=2,
+    split = fitting.split_by_cycles([overlapping], 0.3, seed=0)
+    model, mean, std, history = fitting.fit(split, epochs=6, batch_size=64, patience=2,
                                           seed=0, stop_on="alerts", policy=policy)
     scores = history["val_alert_f1"]
     assert history["stop_on"] == "alerts" and len(scores) == history["epochs_run"]
@@ -157,10 +160,10 @@ def test_stopping_on_alerts_keeps_the_epoch_whose_validation_alerts_were_best(
     # ... and no more than `patience` epochs ran after it (unless the epochs ran out).
     assert history["epochs_run"] == 6 or history["epochs_run"] - best == 2
     # The weights kept are that epoch's: its validation alerts score again as recorded.
-    parts = [(part, train.network_prediction(model, train.network_inputs(part.features,
+    parts = [(part, fitting.network_prediction(model, fitting.network_inputs(part.features,
                                                                          mean, std)))
              for part in split.validation]
-    config = policy if policy is not None else train.tune_policy(parts)
+    config = policy if policy is not None else fitting.tune_policy(parts)
     quality = evaluate.metrics(parts, config, None)
     recall, precision = quality["alert_recall"] or 0.0, quality["alert_precision"] or 0.0
     f1 = 0.0 if recall + precision == 0 else 2 * recall * precision / (recall + precision)
@@ -168,9 +171,9 @@ def test_stopping_on_alerts_keeps_the_epoch_whose_validation_alerts_were_best(
 
 
 def test_fit_refuses_an_unknown_stopping_score(overlapping: dataset.RecordWindows) -> None:
-    split = train.split_by_cycles([overlapping], 0.3, seed=0)
+    split = fitting.split_by_cycles([overlapping], 0.3, seed=0)
     with pytest.raises(ValueError, match="stop_on"):
-        train.fit(split, epochs=1, batch_size=64, patience=1, seed=0, stop_on="r2")
+        fitting.fit(split, epochs=1, batch_size=64, patience=1, seed=0, stop_on="r2")
 
 
 # --- the verb ---------------------------------------------------------------------------
@@ -213,7 +216,7 @@ def test_train_on_lanl_csv_writes_a_bundle_that_predicts(
     assert prediction.ttf_s.shape == prediction.p_failure.shape == (count,)
     assert np.all((prediction.p_failure >= 0) & (prediction.p_failure <= 1))
     # Training saw the same features: the dataset path and the bundle path agree.
-    # The network reads each window with its stream context (model/context.py).
+    # The network reads each window with its stream context (model/features/context.py).
     assert model.context is not None and model.feature_names[-1] == "seconds_since_burst"
     cut = dataset.file_windows(lanl_csv, window=CSV_WINDOW, sample_rate=CSV_RATE,
                                progress=False)

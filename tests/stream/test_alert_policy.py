@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.alert_policy import AlertPolicy, AlertPolicyConfig
-from stream.errors import LabquakeError
+from stream.core.alert_policy import AlertPolicy, AlertPolicyConfig
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,9 @@ import jsonschema
 import numpy as np
 import pytest
 
-from stream.pipeline import Pipeline
-from stream.replay import replay, write_events
-from stream.wire import Chunk
+from stream.app.replay import replay, write_events
+from stream.core.wire import Chunk
+from stream.engine.pipeline import Pipeline
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.unit

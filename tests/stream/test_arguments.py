@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from stream.arguments import at_least, finite_number, positive_number, positive_or_endless
+from stream.config.arguments import at_least, finite_number, positive_number, positive_or_endless
 
 
 def test_whole_numbers_have_a_floor():

@@ -1,4 +1,4 @@
-"""stream.bench: the pure parts (timing arithmetic, latency mapping, summaries, the table)."""
+"""stream.tools.bench: the pure parts (timing arithmetic, latency mapping, summaries, the table)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from stream import bench
-from stream.errors import LabquakeError
+from stream.core.errors import LabquakeError
+from stream.tools import bench
 
 pytestmark = pytest.mark.unit
 
@@ -189,7 +189,7 @@ def test_missing_reference_libraries_give_one_line_with_the_extra(monkeypatch):
 
 
 def test_notebook_peak_count_matches_the_feature_definition():
-    from model import features
+    from model.features import extract as features
 
     rng = np.random.default_rng(4)
     x = rng.normal(size=5000).astype(np.float32)

@@ -6,8 +6,10 @@ import argparse
 
 import pytest
 
-from stream import cli, config, services
-from stream.errors import LabquakeError, ServiceUnavailable
+from stream import cli
+from stream.config import options as config
+from stream.core.errors import LabquakeError, ServiceUnavailable
+from stream.tools import services
 
 
 def test_help_lists_the_verbs_that_exist(capsys):

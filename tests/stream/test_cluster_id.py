@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from stream import services
+from stream.tools import services
 
 pytestmark = pytest.mark.unit
 

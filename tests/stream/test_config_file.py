@@ -8,8 +8,10 @@ import tomllib
 
 import pytest
 
-from stream import cli, config, config_reference
-from stream.errors import LabquakeError
+from stream import cli
+from stream.cli import config_reference
+from stream.config import options as config
+from stream.core.errors import LabquakeError
 
 pytestmark = pytest.mark.unit
 
@@ -131,7 +133,7 @@ def test_the_example_file_sets_every_option_to_its_default():
 def test_the_generated_reference_and_example_are_current():
     for path, text in config_reference.generated().items():
         assert path.read_text() == text, (
-            f"{path.name} is out of date: run `python -m stream.config_reference`")
+            f"{path.name} is out of date: run `python -m stream.cli.config_reference`")
     assert config_reference.main(["--check"]) == 0
 
 

@@ -12,9 +12,9 @@ from fnmatch import fnmatch
 
 import pytest
 
-from stream import dashboard
-from stream.config import Settings
-from stream.redis_names import RedisNames
+from stream.app import dashboard
+from stream.config.options import Settings
+from stream.io.redis_names import RedisNames
 
 pytestmark = pytest.mark.unit
 

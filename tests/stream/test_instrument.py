@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.errors import LabquakeError, ServiceUnavailable
-from stream.instrument import (
+from stream.core.errors import LabquakeError, ServiceUnavailable
+from stream.core.wire import Chunk, decode
+from stream.io.instrument import (
     MAX_CHUNK_SAMPLES,
     Chunker,
     InstrumentProducer,
@@ -24,7 +25,6 @@ from stream.instrument import (
     read_raw_samples,
     send_deadline,
 )
-from stream.wire import Chunk, decode
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import metrics as metrics_module
-from stream.errors import LabquakeError
-from stream.metrics import LatencyClock, MonitorMetrics, TimedPredictor, serve
-from stream.pipeline import Pipeline
-from stream.wire import Chunk
+from stream.app import metrics as metrics_module
+from stream.app.metrics import LatencyClock, MonitorMetrics, TimedPredictor, serve
+from stream.core.errors import LabquakeError
+from stream.core.wire import Chunk
+from stream.engine.pipeline import Pipeline
 
 pytestmark = pytest.mark.unit
 

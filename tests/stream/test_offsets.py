@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.offsets import OffsetTracker
+from stream.engine.offsets import OffsetTracker
 
 A = ("rig1", "ae0")
 B = ("rig2", "ae0")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stream.alert_policy import AlertPolicyConfig
-from stream.pipeline import AlertEvent, GapEvent, Pipeline, PredictionEvent
-from stream.wire import Chunk
+from stream.core.alert_policy import AlertPolicyConfig
+from stream.core.events import AlertEvent, GapEvent, PredictionEvent
+from stream.core.wire import Chunk
+from stream.engine.pipeline import Pipeline
 
 WINDOW = 100
 RATE = 1000.0
@@ -159,24 +160,24 @@ def test_max_batch_must_be_positive():
 
 class ContextLoudnessModel(LoudnessModel):
     """P(failure) follows the window's loudness against its stream's recent past, as a
-    model with a stream context (model/context.py) reads it."""
+    model with a stream context (model/features/context.py) reads it."""
 
     version = "context-loudness-1"
 
     def __init__(self) -> None:
-        from model.context import ContextConfig
+        from model.features.context import ContextConfig
 
         super().__init__()
         self.context = ContextConfig(bases=("log_variance",), lookback_s=1.0, bin_s=0.2, bins=3)
         self.sample_rate = RATE
 
     def new_context(self, sample_rate, hop):
-        from model.context import StreamContext
+        from model.features.context import StreamContext
 
         return StreamContext(self.context, sample_rate / hop)
 
     def restore_context(self, state):
-        from model.context import StreamContext
+        from model.features.context import StreamContext
 
         return StreamContext.restore(self.context, state)
 
@@ -283,7 +284,7 @@ class FeatureVarianceModel:
         self.cached_calls = 0
 
     def block_cache(self, hop: int):
-        from model import features
+        from model.features import extract as features
 
         if not (self.shares and features.shares_blocks(self.window, hop)):
             return None
@@ -293,7 +294,7 @@ class FeatureVarianceModel:
         return self.predict_in_context(windows, start_samples, None)
 
     def predict_in_context(self, windows, start_samples, contexts, cache=None, streams=None):
-        from model import features
+        from model.features import extract as features
 
         assert contexts is None
         self.cached_calls += cache is not None

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from stream.config import resolve
-from stream.errors import LabquakeError
-from stream.security import (
+from stream.config.options import resolve
+from stream.core.errors import LabquakeError
+from stream.io.security import (
     Secret,
     kafka_client_options,
     read_secret_file,
@@ -135,7 +135,7 @@ def test_a_missing_password_file_names_the_file(tmp_path):
 
 
 def test_a_password_file_others_can_read_is_used_with_a_warning(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="stream.security"):
+    with caplog.at_level(logging.WARNING, logger="stream.io.security"):
         assert read_secret_file(_secret_file(tmp_path, mode=0o644), "X").reveal() == PASSWORD
     assert "can be read by other users" in caplog.text
     assert PASSWORD not in caplog.text

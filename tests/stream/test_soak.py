@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from stream.soak import (
+from stream.tools.soak import (
     MAX_FINAL_LAG_S,
     MAX_RSS_GROWTH_MIB,
     Sample,
@@ -85,7 +85,7 @@ def test_log_problems_are_counted_by_level():
     log = "\n".join([
         "2026-11-26 12:00:00,001 INFO labquake.monitor: monitor started",
         "2026-11-26 12:00:01,002 WARNING kafka.cluster: No node available",
-        "2026-11-26 12:00:02,003 ERROR stream.redis_sink: boom",
+        "2026-11-26 12:00:02,003 ERROR stream.io.redis_sink: boom",
         "E0000 00:00:1795693984.059493   31855 cuda_platform.cc:52] failed call to cuInit",
         "Traceback (most recent call last):",
         "2026-11-26 12:00:03,004 CRITICAL x: y",

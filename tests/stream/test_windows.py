@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.errors import LabquakeError
-from stream.windows import (
+from stream.core.errors import LabquakeError
+from stream.core.windows import (
     WINDOW_SAMPLES,
     Duplicate,
     Gap,
     Window,
     WindowAccumulator,
 )
-from stream.wire import Chunk
+from stream.core.wire import Chunk
 
 pytestmark = pytest.mark.unit
 

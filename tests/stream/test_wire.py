@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from stream.wire import (
+from stream.core.wire import (
     HEADER_SIZE,
     MAGIC,
     MAX_ID_BYTES,

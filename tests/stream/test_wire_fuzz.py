@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from stream import wire
+from stream.core import wire
 
 pytestmark = pytest.mark.unit
 
@@ -32,7 +32,7 @@ DECODE_ALLOCATION_LIMIT = 16 * 1024
 FUZZ = settings(max_examples=CASES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-# Header fields a mutation may overwrite: offset and struct format (stream.wire's layout).
+# Header fields a mutation may overwrite: offset and struct format (stream.core.wire's layout).
 HEADER_FIELDS = {
     "magic": (0, "4s"), "version": (4, "B"), "dtype": (5, "B"), "flags": (6, "H"),
     "crc": (8, "I"), "count": (12, "I"), "first_sample": (16, "q"), "sample_rate": (24, "d"),

@@ -1,0 +1,1 @@
+"""The model bundle: its format on disk and its inference."""

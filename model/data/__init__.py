@@ -1,0 +1,1 @@
+"""Data I/O: records, their caches, test segments and the simulator."""

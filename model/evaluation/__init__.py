@@ -1,0 +1,1 @@
+"""Evaluation: error and alert quality of a bundle on labelled data."""

@@ -1,0 +1,1 @@
+"""Window features: the registry, compiled kernels, MFCCs and the stream context."""

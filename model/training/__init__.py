@@ -1,0 +1,1 @@
+"""Training: datasets of windows, the fit, cross-validation, feature selection."""

@@ -1,0 +1,1 @@
+"""The daemon and its faces: monitor, metrics, dashboard, subscriber, replay."""

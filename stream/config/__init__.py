@@ -1,0 +1,1 @@
+"""Configuration: every option declared once, resolved from flags, environment and file."""

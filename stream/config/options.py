@@ -1,0 +1,291 @@
+"""One configuration object for every verb: flags, then environment, then a file, then defaults.
+
+Each option is defined once here (name, environment variable, default, help); verbs
+add the options they use to their parsers with :func:`add_options` and turn the parsed
+flags into a :class:`Settings` with :func:`resolve`. The configuration file is TOML with
+one top-level key per option (``max_batch = 64``), named by ``--config FILE`` or
+``LABQUAKE_CONFIG``; ``deploy/labquake.toml.example`` lists every option and
+``docs/configuration.md`` is the reference, both generated from :data:`OPTIONS` by
+``python -m stream.cli.config_reference``.
+
+Example:
+    >>> settings = resolve(None, {"LABQUAKE_MAX_BATCH": "128"})
+    >>> settings.max_batch, settings.topic
+    (128, 'labquake.acoustic')
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stream.config.secret import Secret, parse_kafka_protocol, parse_sasl_mechanism, parse_secret
+from stream.core.errors import LabquakeError
+
+CONFIG_ENV = "LABQUAKE_CONFIG"
+CONFIG_FLAG = "--config"
+# Defaults that other layers read from here, so each is defined once.
+DEFAULT_NAMESPACE = "labquake"
+DEFAULT_MAX_BATCH = 64
+DEFAULT_MAX_WAIT_S = 0.05
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be a whole number >= 1, got {number}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"must be a whole number >= 0, got {number}")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"must be a finite number >= 0, got {number}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"must be a port from 0 to 65535 (0: any free port), got {number}")
+    return number
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One configuration option: its flag, environment variable, default and help.
+
+    Args:
+        name: the option's name: the ``Settings`` field and the key in the file.
+        env: its environment variable.
+        default: its value when no flag, variable or file sets it (``None``: off/unset).
+        help: one line for ``--help`` and the reference.
+        parse: text to value; raises ``ValueError`` with what is wrong.
+        example: a value to show in the example file for an option without default.
+        unset: what a ``None`` default means, in words.
+    """
+
+    name: str
+    env: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = _text
+    example: Any = None
+    unset: str = "off"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def default_text(self) -> str:
+        """The default as ``--help`` and the reference show it."""
+        return self.unset if self.default is None else str(self.default)
+
+    def convert(self, value: object, source: str) -> Any:
+        """The option's value from a flag, variable or file entry named by ``source``.
+
+        Raises:
+            LabquakeError: the value is not valid for this option.
+        """
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise LabquakeError(f"{source}: {self.name} must be text or a number, "
+                                f"got {value!r}; see docs/configuration.md")
+        try:
+            return self.parse(str(value))
+        except ValueError as error:
+            raise LabquakeError(f"{source}: {self.name} {error}; "
+                                "see docs/configuration.md") from error
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("bootstrap", "LABQUAKE_KAFKA_BOOTSTRAP", "localhost:9092",
+           "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]"),
+    Option("redis", "LABQUAKE_REDIS_URL", "redis://localhost:6379/0", "Redis URL"),
+    Option("topic", "LABQUAKE_TOPIC", "labquake.acoustic", "Kafka topic of the acoustic chunks"),
+    Option("model", "LABQUAKE_MODEL", None, "model bundle (a .lqb directory)",
+           example="/var/lib/labquake/models/current.lqb", unset="the bundled model"),
+    Option("namespace", "LABQUAKE_NAMESPACE", DEFAULT_NAMESPACE,
+           "prefix of every Redis name; keeps deployments on one Redis apart"),
+    Option("group", "LABQUAKE_GROUP", "labquake-monitor",
+           "Kafka consumer group; monitors in one group share the topic's partitions"),
+    Option("max_batch", "LABQUAKE_MAX_BATCH", DEFAULT_MAX_BATCH,
+           "largest inference batch, windows", parse=_positive_int),
+    Option("max_wait", "LABQUAKE_MAX_WAIT", DEFAULT_MAX_WAIT_S,
+           "longest a window waits for its batch, seconds", parse=_non_negative_float),
+    Option("inference_threads", "LABQUAKE_INFERENCE_THREADS", 1,
+           "threads TensorFlow runs each batch of the model on (0: its default, one per "
+           "core); one is the fastest for batches up to 64 windows",
+           parse=_non_negative_int),
+    Option("stop_after_idle", "LABQUAKE_STOP_AFTER_IDLE", None,
+           "exit after this many seconds without messages (batch jobs, tests)",
+           parse=_non_negative_float, example=600.0, unset="run forever"),
+    Option("metrics_host", "LABQUAKE_METRICS_HOST", "127.0.0.1",
+           "address the monitor's Prometheus endpoint binds to (0.0.0.0: every interface)"),
+    Option("metrics_port", "LABQUAKE_METRICS_PORT", None,
+           "port of the monitor's Prometheus endpoint /metrics (0: any free port)",
+           parse=_port, example=9464),
+    Option("dashboard_host", "LABQUAKE_DASHBOARD_HOST", "127.0.0.1",
+           "address the dashboard binds to (0.0.0.0: every interface)"),
+    Option("dashboard_port", "LABQUAKE_DASHBOARD_PORT", 8050,
+           "port of the dashboard (0: any free port)", parse=_port),
+    # Client security (stream.io.security turns these into client options). No verb adds
+    # them as flags: passwords never go on a command line, where every user can read them.
+    Option("kafka_security_protocol", "LABQUAKE_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+           "Kafka security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+           parse=parse_kafka_protocol),
+    Option("kafka_sasl_mechanism", "LABQUAKE_KAFKA_SASL_MECHANISM", None,
+           "Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+           parse=parse_sasl_mechanism, example="SCRAM-SHA-256"),
+    Option("kafka_sasl_username", "LABQUAKE_KAFKA_SASL_USERNAME", None,
+           "Kafka SASL user", example="labquake-monitor"),
+    Option("kafka_sasl_password", "LABQUAKE_KAFKA_SASL_PASSWORD", None,
+           "Kafka SASL password (environment or file only; prefer the password file)",
+           parse=parse_secret),
+    Option("kafka_sasl_password_file", "LABQUAKE_KAFKA_SASL_PASSWORD_FILE", None,
+           "file whose first line is the Kafka SASL password",
+           example="/etc/labquake/kafka-password"),
+    Option("kafka_ssl_cafile", "LABQUAKE_KAFKA_SSL_CAFILE", None,
+           "PEM file of the CA that signed the Kafka brokers' certificates (default: the "
+           "system's)", example="/etc/labquake/kafka-ca.pem"),
+    Option("kafka_ssl_certfile", "LABQUAKE_KAFKA_SSL_CERTFILE", None,
+           "PEM client certificate for Kafka mutual TLS"),
+    Option("kafka_ssl_keyfile", "LABQUAKE_KAFKA_SSL_KEYFILE", None,
+           "PEM private key of the Kafka client certificate"),
+    Option("redis_password", "LABQUAKE_REDIS_PASSWORD", None,
+           "Redis password when not in the URL (environment or file only)",
+           parse=parse_secret),
+    Option("redis_password_file", "LABQUAKE_REDIS_PASSWORD_FILE", None,
+           "file whose first line is the Redis password (the user goes in the URL)",
+           example="/etc/labquake/redis-password"),
+    Option("redis_ssl_cafile", "LABQUAKE_REDIS_SSL_CAFILE", None,
+           "PEM file of the CA that signed the Redis server's certificate (rediss:// URLs; "
+           "default: the system's)", example="/etc/labquake/redis-ca.pem"),
+    Option("redis_ssl_certfile", "LABQUAKE_REDIS_SSL_CERTFILE", None,
+           "PEM client certificate for Redis mutual TLS"),
+    Option("redis_ssl_keyfile", "LABQUAKE_REDIS_SSL_KEYFILE", None,
+           "PEM private key of the Redis client certificate"),
+)
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def _default(name: str) -> Any:
+    return dataclasses.field(default=OPTIONS_BY_NAME[name].default)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The resolved configuration of one run: one field per option of :data:`OPTIONS`."""
+
+    bootstrap: str = _default("bootstrap")
+    redis: str = _default("redis")
+    topic: str = _default("topic")
+    model: str | None = _default("model")
+    namespace: str = _default("namespace")
+    group: str = _default("group")
+    max_batch: int = _default("max_batch")
+    max_wait: float = _default("max_wait")
+    inference_threads: int = _default("inference_threads")
+    stop_after_idle: float | None = _default("stop_after_idle")
+    metrics_host: str = _default("metrics_host")
+    metrics_port: int | None = _default("metrics_port")
+    dashboard_host: str = _default("dashboard_host")
+    dashboard_port: int = _default("dashboard_port")
+    kafka_security_protocol: str = _default("kafka_security_protocol")
+    kafka_sasl_mechanism: str | None = _default("kafka_sasl_mechanism")
+    kafka_sasl_username: str | None = _default("kafka_sasl_username")
+    kafka_sasl_password: Secret | None = _default("kafka_sasl_password")  # noqa: RUF009 - Secret is immutable
+    kafka_sasl_password_file: str | None = _default("kafka_sasl_password_file")
+    kafka_ssl_cafile: str | None = _default("kafka_ssl_cafile")
+    kafka_ssl_certfile: str | None = _default("kafka_ssl_certfile")
+    kafka_ssl_keyfile: str | None = _default("kafka_ssl_keyfile")
+    redis_password: Secret | None = _default("redis_password")  # noqa: RUF009 - Secret is immutable
+    redis_password_file: str | None = _default("redis_password_file")
+    redis_ssl_cafile: str | None = _default("redis_ssl_cafile")
+    redis_ssl_certfile: str | None = _default("redis_ssl_certfile")
+    redis_ssl_keyfile: str | None = _default("redis_ssl_keyfile")
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+
+def add_options(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add the named options as flags, and ``--config FILE`` once; their default is
+    ``None`` so ``resolve`` can tell a flag given from one left out."""
+    # A second call on the same parser finds --config there already.
+    with contextlib.suppress(argparse.ArgumentError):
+        parser.add_argument(CONFIG_FLAG, dest="config", default=None, metavar="FILE",
+                            help=f"TOML configuration file (env {CONFIG_ENV}); flags and "
+                                 "environment override it")
+    for name in names:
+        option = OPTIONS_BY_NAME[name]
+        parser.add_argument(option.flag, dest=name, default=None, metavar=name.upper(),
+                            help=f"{option.help} (env {option.env}; "
+                                 f"default {option.default_text})")
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The options set in a TOML configuration file, by name.
+
+    Raises:
+        LabquakeError: the file is missing or not TOML, or names an unknown option.
+    """
+    try:
+        with open(path, "rb") as handle:
+            values = tomllib.load(handle)
+    except OSError as error:
+        raise LabquakeError(f"cannot read configuration file {path} ({error.strerror}); "
+                            f"fix {CONFIG_FLAG} / {CONFIG_ENV}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise LabquakeError(f"configuration file {path} is not valid TOML ({error}); "
+                            "see deploy/labquake.toml.example") from error
+    unknown = sorted(set(values) - set(OPTIONS_BY_NAME))
+    if unknown:
+        raise LabquakeError(f"configuration file {path} sets unknown options {unknown}; "
+                            "the options are listed in docs/configuration.md")
+    return values
+
+
+def resolve(args: argparse.Namespace | None = None,
+            environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags over environment over the configuration file over defaults.
+
+    Raises:
+        LabquakeError: the file cannot be read, or a value is not valid for its option.
+    """
+    environ = os.environ if environ is None else environ
+    path = (getattr(args, "config", None) if args is not None else None) or environ.get(
+        CONFIG_ENV)
+    from_file = read_config_file(path) if path else {}
+    values = {}
+    for option in OPTIONS:
+        flag_value = getattr(args, option.name, None) if args is not None else None
+        if flag_value is not None:
+            values[option.name] = option.convert(flag_value, option.flag)
+        elif environ.get(option.env):
+            values[option.name] = option.convert(environ[option.env], option.env)
+        elif option.name in from_file:
+            values[option.name] = option.convert(from_file[option.name], path)
+        else:
+            values[option.name] = option.default
+    return Settings(**values)

@@ -1,0 +1,1 @@
+"""The bottom layer: the vocabulary every other part of labquake builds on."""

@@ -1,0 +1,340 @@
+"""Binary wire format of one sample chunk (version 1): what a Kafka message value holds.
+
+A chunk is a run of consecutive samples from one stream (instrument, channel): a
+small header, two identifiers and a little-endian int16 payload. All numbers are
+little-endian.
+
+| offset     | size | type    | meaning                                                   |
+| ---------- | ---- | ------- | --------------------------------------------------------- |
+| 0          | 4    | bytes   | magic ``b"LQAE"`` (Labquake Acoustic Emission)            |
+| 4          | 1    | u8      | format version, 1                                         |
+| 5          | 1    | u8      | dtype code, 1 = int16 little-endian (the only one in v1) |
+| 6          | 2    | u16     | flags, 0 in v1 (reserved)                                 |
+| 8          | 4    | u32     | CRC-32 (zlib) of every byte of the message except these 4 |
+| 12         | 4    | u32     | sample count n, 1 ≤ n ≤ ``MAX_SAMPLES``                   |
+| 16         | 8    | i64     | ``first_sample``: index of the first sample, ≥ 0          |
+| 24         | 8    | f64     | ``sample_rate`` in Hz, finite, > 0                        |
+| 32         | 8    | f64     | ``start_time``: instrument clock of the first sample, s   |
+| 40         | 1    | u8      | instrument id length Li, 1..``MAX_ID_BYTES``              |
+| 41         | 1    | u8      | channel id length Lc, 1..``MAX_ID_BYTES``                 |
+| 42         | Li   | UTF-8   | instrument id                                             |
+| 42+Li      | Lc   | UTF-8   | channel id                                                |
+| 42+Li+Lc   | 2n   | int16[] | the samples                                               |
+
+The message is exactly ``42 + Li + Lc + 2n`` bytes. Identifiers are printable text
+without ``/`` (so the Kafka key ``instrument/channel`` names one stream only).
+The checksum catches a message damaged between instrument and monitor (a bad
+producer, a truncated file) so it goes to the dead-letter topic instead of feeding
+wrong samples into a window.
+
+:func:`decode` checks the fixed header (size limit included) before it touches the
+payload, so a header that claims 2**31 samples costs nothing. Every problem raises a
+:class:`WireError` subclass whose message is one line saying what is wrong; the
+monitor puts it in the dead-letter header.
+
+Example:
+    >>> import numpy as np
+    >>> chunk = Chunk("rig1", "ae0", first_sample=4096, sample_rate=4e6,
+    ...               start_time=0.001024, samples=np.arange(4, dtype=np.int16))
+    >>> decode(encode(chunk)).samples.tolist()
+    [0, 1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+import struct
+import zlib
+
+import numpy as np
+
+MAGIC = b"LQAE"
+FORMAT_VERSION = 1
+DTYPE_INT16_LE = 1
+SAMPLE_DTYPE = np.dtype("<i2")
+MAX_SAMPLES = 1_048_576
+MAX_ID_BYTES = 64
+MAX_FIRST_SAMPLE = 2**63 - 1
+KEY_SEPARATOR = "/"
+
+# magic, version, dtype, flags, crc, count, first_sample, sample_rate, start_time,
+# instrument length, channel length.
+_HEADER = struct.Struct("<4sBBHIIqddBB")
+HEADER_SIZE = _HEADER.size
+_CRC_OFFSET = 8
+_CRC_END = _CRC_OFFSET + 4
+
+
+class WireError(ValueError):
+    """A message is not a valid version-1 chunk; ``str(error)`` says why in one line."""
+
+
+class BadMagic(WireError):
+    """The message does not start with ``MAGIC``: it is not a labquake chunk."""
+
+
+class UnsupportedVersion(WireError):
+    """The format version is not one this code reads."""
+
+
+class BadHeader(WireError):
+    """A header field is malformed or out of range, or the header is truncated."""
+
+
+class BadPayload(WireError):
+    """The payload does not match the header (wrong length, wrong samples)."""
+
+
+class BadChecksum(WireError):
+    """The CRC-32 does not match: the message was damaged."""
+
+
+class TooLarge(WireError):
+    """The chunk holds more than ``MAX_SAMPLES`` samples."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Chunk:
+    """A run of consecutive int16 samples of one stream, with its place on the counter.
+
+    Construction validates every field with the rules :func:`decode` applies, so any
+    ``Chunk`` can be encoded. ``samples`` from :func:`decode` is a read-only view of
+    the message bytes.
+
+    Args:
+        instrument: instrument id, printable, no ``/``, 1..64 UTF-8 bytes.
+        channel: channel id, same rules.
+        first_sample: index of ``samples[0]`` on the instrument's sample counter, ≥ 0.
+        sample_rate: samples per second (Hz), finite and > 0.
+        start_time: instrument clock time of ``samples[0]`` in seconds, finite.
+        samples: 1-D int16 array of 1..``MAX_SAMPLES`` samples.
+
+    Example:
+        >>> import numpy as np
+        >>> chunk = Chunk("rig1", "ae0", 10, 1000.0, 5.0, np.zeros(3, dtype=np.int16))
+        >>> chunk.stream_id, chunk.end_sample, chunk.time_of(12)
+        (('rig1', 'ae0'), 13, 5.002)
+    """
+
+    instrument: str
+    channel: str
+    first_sample: int
+    sample_rate: float
+    start_time: float
+    samples: np.ndarray
+
+    def __post_init__(self) -> None:
+        check_id("instrument", self.instrument)
+        check_id("channel", self.channel)
+        first_sample = _as_int("first_sample", self.first_sample)
+        if not 0 <= first_sample <= MAX_FIRST_SAMPLE:
+            raise BadHeader(f"first_sample must be in [0, 2**63), got {first_sample}")
+        sample_rate = _as_float("sample_rate", self.sample_rate)
+        if not (math.isfinite(sample_rate) and sample_rate > 0):
+            raise BadHeader(f"sample_rate must be finite and > 0 Hz, got {sample_rate!r}")
+        start_time = _as_float("start_time", self.start_time)
+        if not math.isfinite(start_time):
+            raise BadHeader(f"start_time must be finite, got {start_time!r}")
+        samples = _check_samples(self.samples)
+        # Normalise numpy scalars and the like to plain Python values once, here.
+        object.__setattr__(self, "first_sample", first_sample)
+        object.__setattr__(self, "sample_rate", sample_rate)
+        object.__setattr__(self, "start_time", start_time)
+        object.__setattr__(self, "samples", samples)
+
+    @property
+    def stream_id(self) -> tuple[str, str]:
+        """The stream this chunk belongs to: ``(instrument, channel)``."""
+        return (self.instrument, self.channel)
+
+    @property
+    def end_sample(self) -> int:
+        """Index one past the last sample (exclusive end on the sample counter)."""
+        return self.first_sample + len(self.samples)
+
+    def time_of(self, sample_index: int) -> float:
+        """Instrument clock time of ``sample_index``, from this chunk's start time and rate.
+
+        Args:
+            sample_index: a sample index on the instrument counter (may lie outside
+                the chunk; the clock is extrapolated linearly).
+
+        Returns:
+            Time in seconds.
+        """
+        return self.start_time + (sample_index - self.first_sample) / self.sample_rate
+
+
+def encode(chunk: Chunk) -> bytes:
+    """Serialise a chunk to the version-1 byte layout of this module.
+
+    Args:
+        chunk: the chunk (already validated by its constructor).
+
+    Returns:
+        The message bytes, ``HEADER_SIZE + Li + Lc + 2 * len(chunk.samples)`` long.
+
+    Example:
+        >>> import numpy as np
+        >>> len(encode(Chunk("a", "b", 0, 1.0, 0.0, np.zeros(5, dtype=np.int16))))
+        54
+    """
+    instrument = chunk.instrument.encode("utf-8")
+    channel = chunk.channel.encode("utf-8")
+    message = bytearray(_HEADER.pack(
+        MAGIC, FORMAT_VERSION, DTYPE_INT16_LE, 0, 0, len(chunk.samples), chunk.first_sample,
+        chunk.sample_rate, chunk.start_time, len(instrument), len(channel),
+    ))
+    message += instrument
+    message += channel
+    message += chunk.samples.astype(SAMPLE_DTYPE, copy=False).tobytes()
+    struct.pack_into("<I", message, _CRC_OFFSET, _checksum(message))
+    return bytes(message)
+
+
+def decode(data: bytes) -> Chunk:
+    """Parse and validate one version-1 message.
+
+    Checks run cheapest first: header size, magic, version, dtype, flags, sample
+    count limit and identifier lengths, then the total length, then the checksum,
+    then the field values. No buffer is sized from the header before the length
+    matches.
+
+    Args:
+        data: the message value (``bytes``; ``bytearray``/``memoryview`` are copied
+            once so the chunk never aliases a buffer the caller may reuse).
+
+    Returns:
+        The chunk; its ``samples`` is a read-only int16 view of the message bytes.
+
+    Raises:
+        WireError: one of its subclasses, with a one-line reason.
+
+    Example:
+        >>> decode(b"LQAE")
+        Traceback (most recent call last):
+        ...
+        stream.core.wire.BadHeader: message is 4 bytes, shorter than the 42-byte header
+    """
+    if isinstance(data, bytearray | memoryview):
+        data = bytes(data)
+    elif not isinstance(data, bytes):
+        raise BadHeader(f"message value is {type(data).__name__}, not bytes")
+    if len(data) < HEADER_SIZE:
+        if not MAGIC.startswith(data[: len(MAGIC)]):
+            raise BadMagic(f"message starts with {data[:len(MAGIC)]!r}, not {MAGIC!r}")
+        raise BadHeader(f"message is {len(data)} bytes, shorter than the {HEADER_SIZE}-byte header")
+    (magic, version, dtype_code, flags, crc, count, first_sample, sample_rate, start_time,
+     instrument_length, channel_length) = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise BadMagic(f"message starts with {magic!r}, not {MAGIC!r}: not a labquake chunk")
+    if version != FORMAT_VERSION:
+        raise UnsupportedVersion(
+            f"format version {version} is not supported (this reader knows {FORMAT_VERSION});"
+            " upgrade labquake"
+        )
+    if dtype_code != DTYPE_INT16_LE:
+        raise BadHeader(f"dtype code {dtype_code} is unknown (version 1 knows 1 = int16 LE)")
+    if flags != 0:
+        raise BadHeader(f"flags are 0x{flags:04x}, must be 0 in version 1")
+    if count > MAX_SAMPLES:
+        raise TooLarge(f"header declares {count} samples, more than the limit {MAX_SAMPLES}")
+    if count == 0:
+        raise BadHeader("header declares 0 samples, a chunk holds at least 1")
+    for name, length in (("instrument", instrument_length), ("channel", channel_length)):
+        if not 1 <= length <= MAX_ID_BYTES:
+            raise BadHeader(f"{name} id length {length} is outside 1..{MAX_ID_BYTES} bytes")
+    payload_offset = HEADER_SIZE + instrument_length + channel_length
+    expected_length = payload_offset + 2 * count
+    if len(data) != expected_length:
+        raise BadPayload(
+            f"message is {len(data)} bytes, header declares {expected_length}"
+            f" ({count} samples and ids of {instrument_length}+{channel_length} bytes)"
+        )
+    actual_crc = _checksum(data)
+    if actual_crc != crc:
+        raise BadChecksum(f"CRC-32 is 0x{actual_crc:08x}, header says 0x{crc:08x}: damaged message")
+    instrument = _decode_id("instrument", data[HEADER_SIZE:HEADER_SIZE + instrument_length])
+    channel = _decode_id("channel", data[HEADER_SIZE + instrument_length:payload_offset])
+    samples = np.frombuffer(data, dtype=SAMPLE_DTYPE, count=count, offset=payload_offset)
+    return Chunk(instrument, channel, first_sample, sample_rate, start_time, samples)
+
+
+def message_key(instrument: str, channel: str) -> bytes:
+    """The Kafka message key of a stream, ``b"instrument/channel"``.
+
+    All chunks of one stream share the key, so Kafka keeps them in one partition, in order.
+
+    Args:
+        instrument: instrument id (the rules of :class:`Chunk`).
+        channel: channel id.
+
+    Returns:
+        The UTF-8 key.
+
+    Example:
+        >>> message_key("rig1", "ae0")
+        b'rig1/ae0'
+    """
+    check_id("instrument", instrument)
+    check_id("channel", channel)
+    return f"{instrument}{KEY_SEPARATOR}{channel}".encode()
+
+
+def _checksum(message: bytes | bytearray) -> int:
+    view = memoryview(message)
+    return zlib.crc32(view[_CRC_END:], zlib.crc32(view[:_CRC_OFFSET]))
+
+
+def check_id(name: str, value: object) -> None:
+    """Raise :class:`BadHeader` unless ``value`` is a valid instrument or channel id."""
+    if not isinstance(value, str):
+        raise BadHeader(f"{name} id must be a str, got {type(value).__name__}")
+    # isprintable() is False for lone surrogates too, so the encode below cannot fail.
+    if not value.isprintable() or KEY_SEPARATOR in value:
+        raise BadHeader(f"{name} id {value!r} must be printable text without {KEY_SEPARATOR!r}")
+    size = len(value.encode("utf-8"))
+    if not 1 <= size <= MAX_ID_BYTES:
+        raise BadHeader(f"{name} id must be 1..{MAX_ID_BYTES} UTF-8 bytes, got {size}")
+
+
+def _decode_id(name: str, raw: bytes) -> str:
+    # The Chunk constructor checks the decoded text; only the decoding can fail here.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadHeader(f"{name} id {raw!r} is not valid UTF-8: {error.reason}") from None
+
+
+def _as_int(name: str, value: object) -> int:
+    if isinstance(value, bool):
+        raise BadHeader(f"{name} must be an integer, got bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise BadHeader(f"{name} must be an integer, got {type(value).__name__}") from None
+
+
+def _as_float(name: str, value: object) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise BadHeader(f"{name} must be a number, got {value!r}") from None
+
+
+def _check_samples(samples: object) -> np.ndarray:
+    if not isinstance(samples, np.ndarray) or samples.dtype != np.int16:
+        dtype = getattr(samples, "dtype", type(samples).__name__)
+        raise BadPayload(
+            f"samples must be a numpy int16 array, got {dtype};"
+            " convert with np.asarray(values, dtype=np.int16) after checking the range"
+        )
+    if samples.ndim != 1:
+        raise BadPayload(f"samples must be 1-D, got shape {samples.shape}")
+    if len(samples) > MAX_SAMPLES:
+        raise TooLarge(f"{len(samples)} samples, more than the limit {MAX_SAMPLES}")
+    if len(samples) == 0:
+        raise BadPayload("a chunk holds at least 1 sample, got 0")
+    return samples

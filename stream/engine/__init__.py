@@ -1,0 +1,1 @@
+"""The online pipeline: chunks in, predictions and alert events out."""

@@ -1,0 +1,349 @@
+"""The pipeline core: sample chunks in, predictions and alert events out.
+
+It knows neither Kafka nor Redis. A source feeds it :class:`~stream.core.wire.Chunk` objects
+(``add``); it keeps one :class:`~stream.core.windows.WindowAccumulator` and one
+:class:`~stream.core.alert_policy.AlertPolicy` per stream (instrument, channel), collects the
+completed windows of all streams into micro-batches (at most ``max_batch`` windows, at
+most ``max_wait_s`` old), runs the predictor on each batch, and feeds the predictions to
+each stream's policy in window order. ``labquake replay`` and ``labquake monitor`` run
+this same class, so a replay of a recorded experiment gives the alerts a live run gave.
+
+Events, in order per stream: :class:`PredictionEvent` for every window,
+:class:`AlertEvent` when the policy raises or clears, :class:`GapEvent` when the sample
+counter jumps, :class:`RejectedChunkEvent` for a chunk inconsistent with its stream (its
+sample rate differs from the stream's): the chunk is not used, and the source puts it in
+its dead letters with the reason. A stream has one sample rate, the rate of its first
+chunk; an instrument whose rate changes sends the new rate as another channel.
+
+Example:
+    >>> import numpy as np
+    >>> from stream.core.wire import Chunk
+    >>> class Constant:                      # any object with .version and .predict
+    ...     version = "v1"
+    ...     def predict(self, windows, start_samples):
+    ...         n = len(windows)
+    ...         return np.full(n, 0.2), np.full(n, 9.0), np.full(n, 0.9)
+    >>> core = Pipeline(Constant(), window=4, hop=4, max_batch=8)
+    >>> events = core.add(Chunk("rig1", "ae0", 0, 100.0, 0.0, np.zeros(12, np.int16)))
+    >>> [event.kind for event in events + core.flush()]
+    ['prediction', 'prediction', 'raised', 'prediction']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import numpy as np
+
+from stream.config.options import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_S
+from stream.core.alert_policy import AlertPolicy, AlertPolicyConfig
+from stream.core.events import (
+    CLOCK_DECIMALS,
+    PROBABILITY_DECIMALS,
+    TIME_DECIMALS,
+    AlertEvent,
+    Event,
+    GapEvent,
+    PredictionEvent,
+    RejectedChunkEvent,
+    StreamId,
+    alert_id,
+)
+from stream.core.predictor import (
+    ContextPredictor,
+    ContextStep,
+    Predictor,
+    StreamContext,
+    block_cache,
+    reads_context,
+)
+from stream.core.windows import Duplicate, Gap, Window, WindowAccumulator
+from stream.core.wire import Chunk
+
+log = logging.getLogger(__name__)
+
+@dataclasses.dataclass
+class _PendingWindow:
+    stream_id: StreamId
+    window: Window
+
+
+@dataclasses.dataclass
+class _Stream:
+    accumulator: WindowAccumulator
+    policy: AlertPolicy
+    sample_rate: float | None = None  # the stream's rate, from its first chunk
+    pending: int = 0  # windows of this stream waiting in the batch
+    context: StreamContext | None = None  # for a predictor that reads a context
+    context_state: Mapping[str, Any] | None = None  # a restarted stream's, until used
+
+
+@dataclasses.dataclass
+class Counters:
+    """Running totals, for logs and metrics."""
+
+    chunks: int = 0
+    samples: int = 0
+    duplicate_chunks: int = 0
+    rejected_chunks: int = 0
+    gaps: int = 0
+    windows: int = 0
+    seen_windows: int = 0  # read again after a restart or rebalance, processed already
+    batches: int = 0
+    alerts_raised: int = 0
+    alerts_cleared: int = 0
+
+
+class Pipeline:
+    """Chunks of many streams in, events out; one instance per process.
+
+    Args:
+        predictor: the model (``.predict(windows, start_samples)`` returning TTF, TSF and
+            P(failure) arrays, or an object with ``ttf_s``/``tsf_s``/``p_failure``; and
+            ``.version``).
+        window: window length in samples.
+        hop: step between window starts in samples (default: ``window``).
+        policy_config: the alert policy (default: ``AlertPolicyConfig()``).
+        max_batch: run the model once this many windows wait.
+        max_wait_s: or once the oldest waiting window is this old (see :meth:`due`).
+        policy_state: ``stream_id -> snapshot or None``, asked once per new stream, so a
+            restarted process continues each stream's alert state (the monitor reads it
+            from its sink); default: every stream starts fresh.
+        clock: wall clock for ``emitted_at`` and batching deadlines.
+    """
+
+    def __init__(self, predictor: Predictor, window: int, hop: int | None = None,
+                 policy_config: AlertPolicyConfig | None = None,
+                 max_batch: int = DEFAULT_MAX_BATCH, max_wait_s: float = DEFAULT_MAX_WAIT_S,
+                 policy_state: Callable[[StreamId], Mapping[str, Any] | None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.predictor = predictor
+        self.window = window
+        self.hop = window if hop is None else hop
+        self.policy_config = policy_config or AlertPolicyConfig()
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._policy_state = policy_state
+        self._clock = clock
+        self._streams: dict[StreamId, _Stream] = {}
+        # Overlapping windows of a stream share the work of their common blocks.
+        self._blocks = block_cache(predictor, self.hop)
+        self._pending: list[_PendingWindow] = []
+        self._pending_since: float | None = None
+        self.counters = Counters()
+
+    # -- input ----------------------------------------------------------------------------
+
+    def add(self, chunk: Chunk) -> list[Event]:
+        """Take one chunk; return the events of any batch it completed, or its rejection."""
+        stream = self._stream(chunk.stream_id)
+        if stream.sample_rate is None:
+            stream.sample_rate = chunk.sample_rate
+        elif chunk.sample_rate != stream.sample_rate:
+            self.counters.rejected_chunks += 1
+            return [RejectedChunkEvent(*chunk.stream_id, chunk.first_sample, (
+                f"SampleRateMismatch: the chunk at sample {chunk.first_sample} is at "
+                f"{chunk.sample_rate!r} Hz, its stream {chunk.instrument}/{chunk.channel} at "
+                f"{stream.sample_rate!r} Hz; send another rate as another channel"))]
+        self.counters.chunks += 1
+        events: list[Event] = []
+        for item in stream.accumulator.add(chunk):
+            if isinstance(item, Window):
+                seen = stream.policy.last_window_end_sample
+                if seen is not None and item.last_sample <= seen:
+                    # Read again after a restart or a rebalance (the offset commit trails
+                    # the results): its results and alerts are stored already, and the
+                    # stored context has taken it, so it is not computed again.
+                    self.counters.seen_windows += 1
+                else:
+                    self._enqueue(chunk.stream_id, stream, item)
+            elif isinstance(item, Gap):
+                # The windows before the gap must reach the policy before it resets.
+                events.extend(self.flush())
+                stream.policy.gap()
+                # The context's past ends at the gap too; the next window starts afresh.
+                stream.context = None
+                stream.context_state = None
+                if self._blocks is not None:
+                    self._blocks.forget(chunk.stream_id)
+                self.counters.gaps += 1
+                events.append(GapEvent(*chunk.stream_id, item.expected_sample, item.got_sample))
+            elif isinstance(item, Duplicate):
+                self.counters.duplicate_chunks += int(item.first_sample == chunk.first_sample)
+        self.counters.samples += len(chunk.samples)
+        if len(self._pending) >= self.max_batch:
+            events.extend(self._run_batch())
+        return events
+
+    def due(self) -> bool:
+        """Whether waiting windows have waited ``max_wait_s``: the caller should ``flush``."""
+        return (self._pending_since is not None
+                and self._clock() - self._pending_since >= self.max_wait_s)
+
+    def flush(self) -> list[Event]:
+        """Run the model on every waiting window now."""
+        events: list[Event] = []
+        while self._pending:
+            events.extend(self._run_batch())
+        return events
+
+    # -- state the source needs -----------------------------------------------------------
+
+    @property
+    def streams(self) -> list[StreamId]:
+        return list(self._streams)
+
+    def oldest_needed_sample(self, stream_id: StreamId) -> int | None:
+        """The first sample of this stream that a result not yet given still needs.
+
+        A source may acknowledge (commit) everything before the chunk holding this
+        sample; ``None``: nothing of this stream is outstanding.
+        """
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return None
+        candidates = [stream.accumulator.oldest_needed_sample()]
+        if stream.pending:
+            candidates.extend(p.window.first_sample for p in self._pending
+                              if p.stream_id == stream_id)
+        found = [sample for sample in candidates if sample is not None]
+        return min(found) if found else None
+
+    def policy_snapshot(self, stream_id: StreamId) -> dict[str, Any]:
+        """What a restarted process needs to continue the stream (``policy_state``): the
+        alert policy's state and the stream's sample rate."""
+        stream = self._streams[stream_id]
+        snapshot = {**stream.policy.snapshot(), "sample_rate": stream.sample_rate}
+        if stream.context is not None:
+            snapshot["context"] = {**stream.context.snapshot(),
+                                   "config": stream.context.config.to_dict()}
+        elif stream.context_state is not None:
+            snapshot["context"] = dict(stream.context_state)
+        return snapshot
+
+    def drop_stream(self, stream_id: StreamId) -> None:
+        """Forget a stream (its partition went to another process). Call after ``flush``."""
+        self._streams.pop(stream_id, None)
+        if self._blocks is not None:
+            self._blocks.forget(stream_id)
+        self._pending = [p for p in self._pending if p.stream_id != stream_id]
+        if not self._pending:
+            self._pending_since = None
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _stream(self, stream_id: StreamId) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            state = self._policy_state(stream_id) if self._policy_state else None
+            policy = (AlertPolicy.restore(self.policy_config, state) if state
+                      else AlertPolicy(self.policy_config))
+            if policy.last_window_end_sample is not None:
+                # A restart re-reads a little; a counter started again from 0 under the
+                # same name re-reads everything, and alerts nothing it has alerted before.
+                log.info("%s/%s continues from its stored state: windows ending at or "
+                         "before sample %d were processed already and raise no alert "
+                         "again (a new recording should use a new instrument name or "
+                         "namespace)", *stream_id, policy.last_window_end_sample)
+            stream = _Stream(WindowAccumulator(self.window, self.hop), policy,
+                             sample_rate=state.get("sample_rate") if state else None,
+                             context_state=state.get("context") if state else None)
+            self._streams[stream_id] = stream
+        return stream
+
+    def _enqueue(self, stream_id: StreamId, stream: _Stream, window: Window) -> None:
+        if not self._pending:
+            self._pending_since = self._clock()
+        self._pending.append(_PendingWindow(stream_id, window))
+        stream.pending += 1
+
+    def _run_batch(self) -> list[Event]:
+        batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+        self._pending_since = self._clock() if self._pending else None
+        if not batch:
+            return []
+        # With a block cache the features read only each window's new blocks: the rows
+        # go as their pieces, neither joined nor stacked into one copy.
+        windows = ([p.window.pieces for p in batch] if self._blocks is not None
+                   else np.stack([p.window.samples for p in batch]))
+        starts = np.array([p.window.first_sample for p in batch], dtype=np.int64)
+        contexts = (None if not reads_context(self.predictor)
+                    else [self._context_call(p) for p in batch])
+        if self._blocks is not None:
+            prediction = cast(ContextPredictor, self.predictor).predict_in_context(
+                windows, starts, contexts, cache=self._blocks,
+                streams=[p.stream_id for p in batch])
+        elif contexts is None:
+            prediction = self.predictor.predict(windows, starts)
+        else:
+            prediction = cast(ContextPredictor, self.predictor).predict_in_context(
+                windows, starts, contexts)
+        ttf, tsf, p_failure = _outputs(prediction)
+        self.counters.batches += 1
+        self.counters.windows += len(batch)
+        events: list[Event] = []
+        for index, pending in enumerate(batch):
+            stream = self._streams.get(pending.stream_id)
+            if stream is None:
+                continue
+            stream.pending -= 1
+            events.extend(self._window_events(
+                pending.stream_id, stream, pending.window,
+                round(float(ttf[index]), TIME_DECIMALS), round(float(tsf[index]), TIME_DECIMALS),
+                round(float(p_failure[index]), PROBABILITY_DECIMALS),
+            ))
+        return events
+
+    def _context_call(self, pending: _PendingWindow) -> ContextStep:
+        """How the window's context features are made: its stream's context takes the
+        window (a stream dropped meanwhile gets a throwaway one: its results are dropped)."""
+        predictor = cast(ContextPredictor, self.predictor)
+        stream = self._streams.get(pending.stream_id)
+        if stream is None:  # dropped meanwhile; its results are discarded
+            return predictor.new_context(predictor.sample_rate or 1.0, self.hop).step
+        config = predictor.context
+        assert config is not None  # only asked of a predictor that reads a context
+        if stream.context is None or stream.context.config != config:
+            assert stream.sample_rate is not None  # set by the stream's first chunk
+            state = stream.context_state
+            stream.context_state = None
+            stream.context = (predictor.restore_context(state)
+                              if state is not None and state.get("config") == config.to_dict()
+                              else predictor.new_context(stream.sample_rate, self.hop))
+        return stream.context.step
+
+    def _window_events(self, stream_id: StreamId, stream: _Stream, window: Window,
+                       ttf_s: float, tsf_s: float, p_failure: float) -> list[Event]:
+        instrument, channel = stream_id
+        version = self.predictor.version
+        end_sample, end_time = window.last_sample, round(window.end_time, CLOCK_DECIMALS)
+        events: list[Event] = [PredictionEvent(instrument, channel, end_sample, end_time,
+                                               ttf_s, tsf_s, p_failure, version)]
+        transition = stream.policy.update(end_sample, end_time, p_failure, ttf_s, tsf_s)
+        if transition is not None:
+            if transition.kind == "raised":
+                self.counters.alerts_raised += 1
+            else:
+                self.counters.alerts_cleared += 1
+            events.append(AlertEvent(
+                alert_id=alert_id(instrument, channel, end_sample, transition.kind),
+                kind=transition.kind, instrument=instrument, channel=channel,
+                window_end_sample=end_sample, window_end_time=end_time,
+                ttf_s=ttf_s, tsf_s=tsf_s, p_failure=p_failure,
+                threshold=self.policy_config.raise_threshold, model_version=version,
+                emitted_at=round(self._clock(), 6), reason=transition.reason,
+            ))
+        return events
+
+
+def _outputs(prediction: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if hasattr(prediction, "p_failure"):
+        return prediction.ttf_s, prediction.tsf_s, prediction.p_failure
+    ttf, tsf, p_failure = prediction
+    return ttf, tsf, p_failure

@@ -1,0 +1,1 @@
+"""Sources and sinks: Kafka in, Redis out, and the instrument's producer."""

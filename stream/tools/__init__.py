@@ -1,0 +1,1 @@
+"""Operator tools: the local services, the benchmark and the soak test."""
