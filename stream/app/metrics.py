@@ -72,6 +72,7 @@ INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 # Running total kept by the monitor → (metric name without _total, help, labels).
+ALERTS_HELP = "Alerts published, by kind (raised, updated, withdrawn, cleared)."
 WATCHED_COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
     "samples": ("labquake_samples", "Samples read from Kafka.", {}),
     "chunks": ("labquake_chunks", "Chunks read from Kafka.", {}),
@@ -81,8 +82,10 @@ WATCHED_COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
                      "rebalance, processed already: skipped.", {}),
     "batches": ("labquake_batches", "Inference batches run.", {}),
     "gaps": ("labquake_gaps", "Gaps in a stream's sample counter.", {}),
-    "alerts_raised": ("labquake_alerts", "Alerts raised and cleared.", {"kind": "raised"}),
-    "alerts_cleared": ("labquake_alerts", "Alerts raised and cleared.", {"kind": "cleared"}),
+    "alerts_raised": ("labquake_alerts", ALERTS_HELP, {"kind": "raised"}),
+    "alerts_updated": ("labquake_alerts", ALERTS_HELP, {"kind": "updated"}),
+    "alerts_withdrawn": ("labquake_alerts", ALERTS_HELP, {"kind": "withdrawn"}),
+    "alerts_cleared": ("labquake_alerts", ALERTS_HELP, {"kind": "cleared"}),
     "alerts_logged": ("labquake_alerts_logged", "Alerts the Redis alert log took.", {}),
     "alerts_rejected": ("labquake_alerts_rejected",
                         "Re-sent alerts the Redis alert log absorbed.", {}),

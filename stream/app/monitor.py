@@ -46,6 +46,7 @@ from stream.app.metrics import LatencyClock, MonitorMetrics, TimedPredictor
 from stream.config.options import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_WAIT_S,
+    ALERT_POLICY_OPTIONS,
     OPTIONS_BY_NAME,
     Settings,
     add_options,
@@ -109,7 +110,7 @@ class Monitor:
                                       client_options=redis_client_options(settings))
         self.pipeline = Pipeline(
             TimedPredictor(predictor, self.metrics), window=predictor.window, hop=predictor.hop,
-            policy_config=policy_config(predictor), max_batch=options.max_batch,
+            policy_config=policy_config(predictor, settings), max_batch=options.max_batch,
             max_wait_s=options.max_wait_s, policy_state=self.sink.load_policy_state,
         )
         self.tracker = OffsetTracker()
@@ -357,7 +358,7 @@ class Monitor:
         current = self.pipeline.predictor
         try:
             new = loaded.result()
-            new_policy = policy_config(new)
+            new_policy = policy_config(new, self.settings)
         except Exception as error:  # a bad bundle must not stop a running monitor
             self._refuse_reload(f"it does not load ({error})")
             return
@@ -380,11 +381,13 @@ class Monitor:
         log.error("model reload refused, keeping %s: %s", self.pipeline.predictor.version, why)
 
 
-def policy_config(predictor: Any) -> Any:
-    """The alert policy stored in the bundle (defaults where it stores none)."""
+def policy_config(predictor: Any, settings: Settings | None = None) -> Any:
+    """The alert policy stored in the bundle (defaults where it stores none), with the
+    settings the configuration overrides (``alert_*`` options)."""
     from stream.core.alert_policy import AlertPolicyConfig
 
-    return AlertPolicyConfig.from_dict(getattr(predictor, "alert_policy", None) or {})
+    stored = AlertPolicyConfig.from_dict(getattr(predictor, "alert_policy", None) or {})
+    return stored.overridden(settings.alert_policy_overrides if settings else {})
 
 
 def load_predictor(model_path: str | None) -> Any:
@@ -412,7 +415,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_options(parser, "topic", "bootstrap", "redis", "model", "group", "max_batch",
                 "max_wait", "inference_threads", "namespace", "stop_after_idle",
-                "metrics_host", "metrics_port")
+                "metrics_host", "metrics_port", *ALERT_POLICY_OPTIONS)
     parser.set_defaults(handler=run)
     return parser
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from stream.config.options import add_options, resolve
+from stream.config.options import ALERT_POLICY_OPTIONS, add_options, resolve
 from stream.core import wire
 from stream.core.errors import LabquakeError
 from stream.core.events import AlertEvent, Event, GapEvent, PredictionEvent
@@ -52,7 +52,8 @@ def replay(chunks: Iterator[wire.Chunk], pipeline: Pipeline) -> Iterator[Event]:
 
 def write_events(events: Iterator[Event], output: TextIO, predictions: bool) -> dict[str, int]:
     """Print alerts (and predictions, gaps if asked) as JSON lines; return counts."""
-    counts = {"raised": 0, "cleared": 0, "predictions": 0, "gaps": 0}
+    counts = {"raised": 0, "updated": 0, "withdrawn": 0, "cleared": 0, "predictions": 0,
+              "gaps": 0}
     for event in events:
         if isinstance(event, AlertEvent):
             counts[event.kind] += 1
@@ -76,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     parser.add_argument("--data", required=True, help="the record: .csv, .zip or .npz")
-    add_options(parser, "model", "inference_threads")
+    add_options(parser, "model", "inference_threads", *ALERT_POLICY_OPTIONS)
     parser.add_argument("--instrument", default="replay", help="instrument id (default replay)")
     parser.add_argument("--channel", default="ae0", help="channel id (default ae0)")
     parser.add_argument("--first-sample", type=int, default=0,
@@ -105,10 +106,11 @@ def run(args: argparse.Namespace) -> int:
     set_inference_threads(settings.inference_threads)
     predictor: Any = load_predictor(settings.model)
     pipeline = Pipeline(predictor, predictor.window, predictor.hop,
-                        policy_config=policy_config(predictor))
+                        policy_config=policy_config(predictor, settings))
     chunks = file_chunks(args.data, args.instrument, args.channel, args.first_sample,
                          args.sample_rate)
     counts = write_events(replay(chunks, pipeline), sys.stdout, args.predictions)
     print(f"replay: {counts['predictions']} windows, {counts['raised']} alerts raised, "
+          f"{counts['updated']} updated, {counts['withdrawn']} withdrawn, "
           f"{counts['cleared']} cleared, {counts['gaps']} gaps", file=sys.stderr)
     return 0

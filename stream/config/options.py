@@ -29,6 +29,7 @@ from stream.config.secret import Secret, parse_kafka_protocol, parse_sasl_mechan
 from stream.core.errors import LabquakeError
 
 CONFIG_ENV = "LABQUAKE_CONFIG"
+BUNDLE_POLICY = "the model bundle's"
 CONFIG_FLAG = "--config"
 # Defaults that other layers read from here, so each is defined once.
 DEFAULT_NAMESPACE = "labquake"
@@ -60,6 +61,13 @@ def _non_negative_float(value: str) -> float:
     number = float(value)
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"must be a finite number >= 0, got {number}")
+    return number
+
+
+def _probability(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"must be a probability from 0 to 1, got {number}")
     return number
 
 
@@ -139,6 +147,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("stop_after_idle", "LABQUAKE_STOP_AFTER_IDLE", None,
            "exit after this many seconds without messages (batch jobs, tests)",
            parse=_non_negative_float, example=600.0, unset="run forever"),
+    # The alert policy: each overrides the model bundle's setting of the same name.
+    Option("alert_raise_threshold", "LABQUAKE_ALERT_RAISE_THRESHOLD", None,
+           "P(failure) at or above which windows count towards raising an alert",
+           parse=_probability, example=0.5, unset=BUNDLE_POLICY),
+    Option("alert_clear_threshold", "LABQUAKE_ALERT_CLEAR_THRESHOLD", None,
+           "P(failure) below which windows count towards withdrawing an alert",
+           parse=_probability, example=0.3, unset=BUNDLE_POLICY),
+    Option("alert_consecutive", "LABQUAKE_ALERT_CONSECUTIVE", None,
+           "windows in a row at or above the raise threshold needed to raise",
+           parse=_positive_int, example=2, unset=BUNDLE_POLICY),
+    Option("alert_withdraw_after", "LABQUAKE_ALERT_WITHDRAW_AFTER", None,
+           "seconds P(failure) must stay below the clear threshold before an alert is "
+           "withdrawn", parse=_non_negative_float, example=0.5, unset=BUNDLE_POLICY),
+    Option("alert_refractory", "LABQUAKE_ALERT_REFRACTORY", None,
+           "seconds after a withdrawal before the next raise", parse=_non_negative_float,
+           example=1.0, unset=BUNDLE_POLICY),
+    Option("alert_update_step", "LABQUAKE_ALERT_UPDATE_STEP", None,
+           "an updated alert goes out when the predicted failure time moves by more than "
+           "this many seconds", parse=_non_negative_float, example=0.25, unset=BUNDLE_POLICY),
+    Option("alert_warmup", "LABQUAKE_ALERT_WARMUP", None,
+           "seconds at a stream's start (and after a gap) whose predictions are marked "
+           "warming up", parse=_non_negative_float, example=5.0, unset=BUNDLE_POLICY),
     Option("metrics_host", "LABQUAKE_METRICS_HOST", "127.0.0.1",
            "address the monitor's Prometheus endpoint binds to (0.0.0.0: every interface)"),
     Option("metrics_port", "LABQUAKE_METRICS_PORT", None,
@@ -186,6 +216,13 @@ OPTIONS: tuple[Option, ...] = (
            "PEM private key of the Redis client certificate"),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+# Option name -> the alert policy setting it overrides (stream.alert_policy).
+ALERT_POLICY_OPTIONS = {
+    "alert_raise_threshold": "raise_threshold", "alert_clear_threshold": "clear_threshold",
+    "alert_consecutive": "consecutive", "alert_withdraw_after": "withdraw_after_s",
+    "alert_refractory": "refractory_s", "alert_update_step": "update_step_s",
+    "alert_warmup": "warmup_s",
+}
 
 
 def _default(name: str) -> Any:
@@ -206,6 +243,13 @@ class Settings:
     max_wait: float = _default("max_wait")
     inference_threads: int = _default("inference_threads")
     stop_after_idle: float | None = _default("stop_after_idle")
+    alert_raise_threshold: float | None = _default("alert_raise_threshold")
+    alert_clear_threshold: float | None = _default("alert_clear_threshold")
+    alert_consecutive: int | None = _default("alert_consecutive")
+    alert_withdraw_after: float | None = _default("alert_withdraw_after")
+    alert_refractory: float | None = _default("alert_refractory")
+    alert_update_step: float | None = _default("alert_update_step")
+    alert_warmup: float | None = _default("alert_warmup")
     metrics_host: str = _default("metrics_host")
     metrics_port: int | None = _default("metrics_port")
     dashboard_host: str = _default("dashboard_host")
@@ -227,6 +271,12 @@ class Settings:
     @property
     def dead_letter_topic(self) -> str:
         return f"{self.topic}.dlq"
+
+    @property
+    def alert_policy_overrides(self) -> dict[str, Any]:
+        """The alert policy settings this configuration sets, by policy name."""
+        return {setting: getattr(self, name) for name, setting in ALERT_POLICY_OPTIONS.items()
+                if getattr(self, name) is not None}
 
 
 def add_options(parser: argparse.ArgumentParser, *names: str) -> None:

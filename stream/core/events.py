@@ -41,6 +41,7 @@ class PredictionEvent:
     tsf_s: float
     p_failure: float
     model_version: str
+    warming_up: bool = False  # the stream's context does not yet hold what the model reads
     kind: str = "prediction"
 
     def to_json(self) -> dict[str, Any]:
@@ -49,7 +50,7 @@ class PredictionEvent:
 
 @dataclasses.dataclass(frozen=True)
 class AlertEvent:
-    """An alert raised or cleared: the public alert object (docs/alert.schema.json)."""
+    """An alert of an episode: the public alert object (docs/alert.schema.json)."""
 
     alert_id: str
     kind: str
@@ -64,6 +65,12 @@ class AlertEvent:
     model_version: str
     emitted_at: float
     reason: str
+    episode_id: str
+    failure_time: float | None
+    failure_time_lower: float | None
+    failure_time_upper: float | None
+    interval_coverage: float | None
+    warming_up: bool
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,3 +114,8 @@ Event = PredictionEvent | AlertEvent | GapEvent | RejectedChunkEvent
 def alert_id(instrument: str, channel: str, window_end_sample: int, kind: str) -> str:
     """The alert's id: the same alert from a replay or a restarted monitor has the same id."""
     return f"{instrument}/{channel}@{window_end_sample}:{kind}"
+
+
+def episode_id(instrument: str, channel: str, raise_sample: int) -> str:
+    """The episode's id, shared by all its alerts: the stream and its raise's window."""
+    return f"{instrument}/{channel}@{raise_sample}"

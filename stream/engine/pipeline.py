@@ -9,7 +9,8 @@ each stream's policy in window order. ``labquake replay`` and ``labquake monitor
 this same class, so a replay of a recorded experiment gives the alerts a live run gave.
 
 Events, in order per stream: :class:`PredictionEvent` for every window,
-:class:`AlertEvent` when the policy raises or clears, :class:`GapEvent` when the sample
+:class:`AlertEvent` when the policy raises, updates, withdraws or clears an alert
+episode, :class:`GapEvent` when the sample
 counter jumps, :class:`RejectedChunkEvent` for a chunk inconsistent with its stream (its
 sample rate differs from the stream's): the chunk is not used, and the source puts it in
 its dead letters with the reason. A stream has one sample rate, the rate of its first
@@ -52,6 +53,7 @@ from stream.core.events import (
     RejectedChunkEvent,
     StreamId,
     alert_id,
+    episode_id,
 )
 from stream.core.predictor import (
     ContextPredictor,
@@ -95,6 +97,8 @@ class Counters:
     seen_windows: int = 0  # read again after a restart or rebalance, processed already
     batches: int = 0
     alerts_raised: int = 0
+    alerts_updated: int = 0
+    alerts_withdrawn: int = 0
     alerts_cleared: int = 0
 
 
@@ -323,14 +327,14 @@ class Pipeline:
         instrument, channel = stream_id
         version = self.predictor.version
         end_sample, end_time = window.last_sample, round(window.end_time, CLOCK_DECIMALS)
-        events: list[Event] = [PredictionEvent(instrument, channel, end_sample, end_time,
-                                               ttf_s, tsf_s, p_failure, version)]
         transition = stream.policy.update(end_sample, end_time, p_failure, ttf_s, tsf_s)
+        events: list[Event] = [PredictionEvent(instrument, channel, end_sample, end_time,
+                                               ttf_s, tsf_s, p_failure, version,
+                                               warming_up=stream.policy.warming_up)]
         if transition is not None:
-            if transition.kind == "raised":
-                self.counters.alerts_raised += 1
-            else:
-                self.counters.alerts_cleared += 1
+            counter = f"alerts_{transition.kind}"
+            setattr(self.counters, counter, getattr(self.counters, counter) + 1)
+            interval = self.policy_config.interval
             events.append(AlertEvent(
                 alert_id=alert_id(instrument, channel, end_sample, transition.kind),
                 kind=transition.kind, instrument=instrument, channel=channel,
@@ -338,6 +342,13 @@ class Pipeline:
                 ttf_s=ttf_s, tsf_s=tsf_s, p_failure=p_failure,
                 threshold=self.policy_config.raise_threshold, model_version=version,
                 emitted_at=round(self._clock(), 6), reason=transition.reason,
+                episode_id=episode_id(instrument, channel, transition.episode_sample),
+                failure_time=transition.failure_time,
+                failure_time_lower=transition.failure_time_lower,
+                failure_time_upper=transition.failure_time_upper,
+                interval_coverage=(None if interval is None or transition.failure_time is None
+                                   else interval.coverage),
+                warming_up=transition.warming_up,
             ))
         return events
 

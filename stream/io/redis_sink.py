@@ -8,7 +8,8 @@ For each batch of events, in one MULTI/EXEC transaction:
   per-stream mark on the instrument's sample counter, checked in a Lua script, rejects
   it. Entry ids are Redis's own increasing ids, since the instruments' counters are
   unrelated to each other and a stream's ids must increase across all of them;
-- the latest prediction of each instrument goes to the hash ``labquake:state:<instrument>``;
+- the latest prediction of each instrument goes to the hash ``labquake:state:<instrument>``
+  (``warming_up`` is 1 while the stream's context is still filling);
 - every prediction is appended to its stream's capped history
   ``labquake:predictions:<instrument>/<channel>`` (for the dashboard's plots) under the id
   ``<window_end_sample>-0``, so a re-sent prediction is rejected there too;
@@ -174,7 +175,8 @@ class RedisSink:
                           "window_end_time", repr(event.window_end_time),
                           "ttf_s", repr(event.ttf_s), "tsf_s", repr(event.tsf_s),
                           "p_failure", repr(event.p_failure),
-                          "model_version", event.model_version],
+                          "model_version", event.model_version,
+                          "warming_up", int(event.warming_up)],
                     client=pipe,
                 )
         for instrument, event in latest.items():
@@ -184,7 +186,7 @@ class RedisSink:
                 "window_end_time": repr(event.window_end_time),
                 "ttf_s": repr(event.ttf_s), "tsf_s": repr(event.tsf_s),
                 "p_failure": repr(event.p_failure), "model_version": event.model_version,
-                "updated_at": repr(now),
+                "warming_up": int(event.warming_up), "updated_at": repr(now),
             })
         if policy_states:
             pipe.hset(self.names.policy_state, mapping={

@@ -274,7 +274,8 @@ def _sample(elapsed_s: float, monitor_pid: int, beat: Mapping[str, Any] | None) 
         elapsed_s=round(elapsed_s, 1), rss_mib=round(rss_mib(monitor_pid), 1),
         lag_messages=sum(lag.values()) if isinstance(lag, dict) and lag else None,
         windows=int(beat.get("windows", 0)), samples=int(beat.get("samples", 0)),
-        alerts=int(beat.get("alerts_raised", 0)) + int(beat.get("alerts_cleared", 0)),
+        alerts=sum(int(beat.get(f"alerts_{kind}", 0))
+                   for kind in ("raised", "updated", "withdrawn", "cleared")),
         dead_letters=int(beat.get("dead_letters", 0)),
     )
 

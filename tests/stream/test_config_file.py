@@ -45,6 +45,13 @@ FILE_VALUES = {
     "redis_ssl_cafile": "/etc/labquake/redis-ca.pem",
     "redis_ssl_certfile": "/etc/labquake/redis-client.pem",
     "redis_ssl_keyfile": "/etc/labquake/redis-client.key",
+    "alert_raise_threshold": 0.6,
+    "alert_clear_threshold": 0.25,
+    "alert_consecutive": 3,
+    "alert_withdraw_after": 0.75,
+    "alert_refractory": 2.5,
+    "alert_update_step": 0.1,
+    "alert_warmup": 4.0,
 }
 
 
@@ -143,3 +150,20 @@ def test_the_reference_lists_every_option_with_its_variable():
         assert f"| `{option.name}` | `{option.env}` |" in reference
     assert "`--max-batch` (`monitor`)" in reference
     assert "`--dashboard-port` (`dashboard`)" in reference
+
+
+def test_the_alert_options_override_the_bundle_policy(tmp_path):
+    from stream.alert_policy import AlertPolicyConfig
+    from stream.monitor import policy_config
+
+    class Bundle:
+        alert_policy = {"raise_threshold": 0.4, "clear_threshold": 0.2, "refractory_s": 9.0}
+
+    path = _write(tmp_path / "labquake.toml", {"alert_refractory": 1.5, "alert_warmup": 4.0})
+    settings = config.resolve(None, {config.CONFIG_ENV: path,
+                                     "LABQUAKE_ALERT_RAISE_THRESHOLD": "0.45"})
+    assert policy_config(Bundle(), settings) == AlertPolicyConfig(
+        raise_threshold=0.45, clear_threshold=0.2, refractory_s=1.5, warmup_s=4.0)
+    assert policy_config(Bundle()).refractory_s == 9.0
+    with pytest.raises(LabquakeError, match="above raise_threshold"):
+        policy_config(Bundle(), config.resolve(None, {"LABQUAKE_ALERT_CLEAR_THRESHOLD": "0.5"}))

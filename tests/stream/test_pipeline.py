@@ -66,15 +66,26 @@ def _comparable(events) -> list[dict]:
     return [{k: v for k, v in e.to_json().items() if k != "emitted_at"} for e in events]
 
 
+# Short enough times that the loud stretches of _record give two whole episodes.
+EPISODES = AlertPolicyConfig(withdraw_after_s=0.3, refractory_s=0.3, update_step_s=0.25)
+
+
 def test_the_same_record_in_any_chunking_gives_the_same_events():
     record = _record(40)
-    reference = _run(Pipeline(LoudnessModel(), WINDOW, max_batch=7), _chunks(record, [WINDOW] * 50))
+    reference = _run(Pipeline(LoudnessModel(), WINDOW, policy_config=EPISODES, max_batch=7),
+                     _chunks(record, [WINDOW] * 50))
     rng = np.random.default_rng(3)
     sizes = rng.integers(1, 333, 500)
-    other = _run(Pipeline(LoudnessModel(), WINDOW, max_batch=3), _chunks(record, sizes))
+    other = _run(Pipeline(LoudnessModel(), WINDOW, policy_config=EPISODES, max_batch=3),
+                 _chunks(record, sizes))
     assert _comparable(other) == _comparable(reference)
     alerts = [e for e in reference if isinstance(e, AlertEvent)]
-    assert [a.kind for a in alerts][:4] == ["raised", "cleared", "raised", "cleared"]
+    assert [a.kind for a in alerts] == (["raised"] + ["updated"] * 3 + ["withdrawn"]
+                                        + ["raised"] + ["updated"] * 4 + ["withdrawn"])
+    # Each episode's alerts share the id of its raise.
+    assert [a.episode_id for a in alerts] == (
+        [f"rig1/ae0@{alerts[0].window_end_sample}"] * 5
+        + [f"rig1/ae0@{alerts[5].window_end_sample}"] * 6)
     assert len([e for e in reference if isinstance(e, PredictionEvent)]) == 40
 
 
@@ -85,6 +96,9 @@ def test_alert_objects_carry_the_public_fields():
                           "window_end_time", "ttf_s", "tsf_s", "p_failure", "threshold",
                           "model_version", "emitted_at"}
     assert alert["alert_id"] == f"rig1/ae0@{alert['window_end_sample']}:raised"
+    assert alert["episode_id"] == f"rig1/ae0@{alert['window_end_sample']}"
+    assert alert["failure_time"] == round(alert["window_end_time"] + alert["ttf_s"], 6)
+    assert alert["warming_up"] is False
     assert alert["window_end_sample"] % WINDOW == WINDOW - 1
     assert alert["threshold"] == AlertPolicyConfig().raise_threshold
 
