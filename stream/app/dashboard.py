@@ -14,7 +14,10 @@ the Redis that the monitors write:
 | ``problem``  | Redis did not answer; the feed retries                            |
 
 A prediction is sent as ``[window_end_sample, window_end_time, ttf_s, tsf_s, p_failure,
-model_version]``. ``GET /healthz`` answers 200 while Redis answers, 503 otherwise.
+model_version, warming_up]`` (``warming_up``: the stream's context is still filling, so no
+alert is raised from it). A stream's card shows its alert episode: the countdown to the
+predicted failure time and its interval, updated as ``updated`` alerts come.
+``GET /healthz`` answers 200 while Redis answers, 503 otherwise.
 
 The server binds ``127.0.0.1`` unless told otherwise: it has no authentication, so put
 it behind the lab's reverse proxy before opening it to a network.
@@ -150,7 +153,7 @@ class Feed:
 def _point(fields: dict[str, str]) -> list[Any]:
     return [int(fields["window_end_sample"]), float(fields["window_end_time"]),
             float(fields["ttf_s"]), float(fields["tsf_s"]), float(fields["p_failure"]),
-            fields["model_version"]]
+            fields["model_version"], fields.get("warming_up") == "1"]
 
 
 def _alert_message(entry_id: str, fields: dict[str, str]) -> bytes:

@@ -242,8 +242,9 @@ def _text(value: bytes | str) -> str:
 
 
 TABLE_COLUMNS = (
-    ("emitted at", 23), ("instrument/channel", 20), ("kind", 7), ("TTF s", 8),
-    ("P(failure)", 10), ("window end sample", 17), ("log id", 0),
+    ("emitted at", 23), ("instrument/channel", 20), ("kind", 9), ("TTF s", 8),
+    ("P(failure)", 10), ("failure at s", 13), ("interval s", 23), ("episode", 12),
+    ("warm-up", 7), ("window end sample", 17), ("log id", 0),
 )
 
 
@@ -269,19 +270,33 @@ def table_header() -> str:
 def format_table_row(logged: LoggedAlert) -> str:
     """One alert as a row of the table format (missing fields read ``-``).
 
+    The episode column shows the ``window_end_sample`` of the episode's raise; warm-up
+    says ``yes`` for an alert decided while the stream's context was still filling.
+
     Example:
         >>> format_table_row(LoggedAlert("5-0", {"kind": "raised", "instrument": "rig1",
         ...     "channel": "ae0", "ttf_s": 0.41, "p_failure": 0.9, "window_end_sample": 7,
-        ...     "emitted_at": 0.0})).split()
-        ['1970-01-01', '00:00:00.000', 'rig1/ae0', 'raised', '0.410', '0.900', '7', '5-0']
+        ...     "emitted_at": 0.0, "episode_id": "rig1/ae0@7", "failure_time": 8.41,
+        ...     "failure_time_lower": 8.3, "failure_time_upper": 8.6,
+        ...     "warming_up": False})).split()  # doctest: +NORMALIZE_WHITESPACE
+        ['1970-01-01', '00:00:00.000', 'rig1/ae0', 'raised', '0.410', '0.900', '8.410',
+         '8.300-8.600', '@7', 'no', '7', '5-0']
     """
     alert = logged.alert
+    lower, upper = alert.get("failure_time_lower"), alert.get("failure_time_upper")
+    episode = alert.get("episode_id")
+    warming = alert.get("warming_up")
     return _row((
         _time(alert.get("emitted_at")),
         f"{alert.get('instrument', '-')}/{alert.get('channel', '-')}",
         str(alert.get("kind", "-")),
         _number(alert.get("ttf_s"), "{:.3f}"),
         _number(alert.get("p_failure"), "{:.3f}"),
+        _number(alert.get("failure_time"), "{:.3f}"),
+        (f"{_number(lower, '{:.3f}')}-{_number(upper, '{:.3f}')}"
+         if isinstance(lower, int | float) and isinstance(upper, int | float) else "-"),
+        "@" + episode.rpartition("@")[2] if isinstance(episode, str) else "-",
+        ("yes" if warming else "no") if isinstance(warming, bool) else "-",
         str(alert.get("window_end_sample", "-")),
         logged.entry_id,
     ))

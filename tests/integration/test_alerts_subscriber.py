@@ -193,12 +193,16 @@ def test_formats_show_the_fields_a_person_reads():
     logged = LoggedAlert("1700000000000-0", alert(2))
     row = format_table_row(logged)
     assert row.split() == ["2023-11-14", "22:13:22.250", "rig1/ae0", "raised", "0.420", "0.910",
-                           "299999", "1700000000000-0"]
+                           "-", "-", "-", "-", "299999", "1700000000000-0"]
+    episode = {**alert(2), "episode_id": "rig1/ae0@299999", "failure_time": 8.25,
+               "failure_time_lower": 8.1, "failure_time_upper": 8.5, "warming_up": True}
+    assert format_table_row(LoggedAlert("1-0", episode)).split()[6:10] == [
+        "8.250", "8.100-8.500", "@299999", "yes"]
     assert table_header().split()[:2] == ["emitted", "at"]
     assert json.loads(format_json(logged)) == alert(2)
     assert json.loads(format_json(logged, with_log_id=True))["log_id"] == "1700000000000-0"
     odd = format_table_row(LoggedAlert("1-0", {"kind": "cleared", "emitted_at": "noon"}))
-    assert odd.split() == ["noon", "-/-", "cleared", "-", "-", "-", "1-0"]
+    assert odd.split() == ["noon", "-/-", "cleared", "-", "-", "-", "-", "-", "-", "-", "1-0"]
 
 
 def test_the_cli_prints_a_table_of_the_last_alerts(services, redis_client, unique_name):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import tomllib
+import types
 
 import pytest
 
@@ -156,14 +157,13 @@ def test_the_alert_options_override_the_bundle_policy(tmp_path):
     from stream.alert_policy import AlertPolicyConfig
     from stream.monitor import policy_config
 
-    class Bundle:
-        alert_policy = {"raise_threshold": 0.4, "clear_threshold": 0.2, "refractory_s": 9.0}
-
+    bundle = types.SimpleNamespace(alert_policy={"raise_threshold": 0.4,
+                                                 "clear_threshold": 0.2, "refractory_s": 9.0})
     path = _write(tmp_path / "labquake.toml", {"alert_refractory": 1.5, "alert_warmup": 4.0})
     settings = config.resolve(None, {config.CONFIG_ENV: path,
                                      "LABQUAKE_ALERT_RAISE_THRESHOLD": "0.45"})
-    assert policy_config(Bundle(), settings) == AlertPolicyConfig(
+    assert policy_config(bundle, settings) == AlertPolicyConfig(
         raise_threshold=0.45, clear_threshold=0.2, refractory_s=1.5, warmup_s=4.0)
-    assert policy_config(Bundle()).refractory_s == 9.0
+    assert policy_config(bundle).refractory_s == 9.0
     with pytest.raises(LabquakeError, match="above raise_threshold"):
-        policy_config(Bundle(), config.resolve(None, {"LABQUAKE_ALERT_CLEAR_THRESHOLD": "0.5"}))
+        policy_config(bundle, config.resolve(None, {"LABQUAKE_ALERT_CLEAR_THRESHOLD": "0.5"}))

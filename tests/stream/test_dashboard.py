@@ -54,9 +54,12 @@ def _id(entry_id: str) -> tuple[int, int]:
     return int(first), int(second)
 
 
-def _prediction(sample: int, version: str = "v1") -> dict[str, str]:
-    return {"window_end_sample": str(sample), "window_end_time": str(sample / 100),
-            "ttf_s": "3.5", "tsf_s": "0.25", "p_failure": "0.125", "model_version": version}
+def _prediction(sample: int, version: str = "v1", warming_up: str | None = "0"
+                ) -> dict[str, str]:
+    fields = {"window_end_sample": str(sample), "window_end_time": str(sample / 100),
+              "ttf_s": "3.5", "tsf_s": "0.25", "p_failure": "0.125", "model_version": version}
+    # A prediction stored before the warm-up flag existed has none: it reads as warmed up.
+    return fields if warming_up is None else {**fields, "warming_up": warming_up}
 
 
 def _events(messages: list[bytes]) -> list[tuple[str, dict]]:
@@ -72,8 +75,8 @@ def test_a_page_gets_settings_recent_alerts_history_then_only_news():
     alert = {"alert_id": "rig1/ae0@99:raised", "kind": "raised"}
     redis.add(NAMES.alert_log, "5-0", {"alert": json.dumps(alert)})
     key = NAMES.predictions("rig1", "ae0")
-    redis.add(key, "99-0", _prediction(99))
-    redis.add(key, "199-0", _prediction(199))
+    redis.add(key, "99-0", _prediction(99, warming_up="1"))
+    redis.add(key, "199-0", _prediction(199, warming_up=None))
     redis.strings[NAMES.heartbeat("host:1")] = json.dumps(
         {"member": "host:1", "updated_at": time.time() - 3})
     now = [0.0]
@@ -86,8 +89,8 @@ def test_a_page_gets_settings_recent_alerts_history_then_only_news():
     first = _events(feed.poll())
     assert first[0] == ("history", {"stream": "rig1/ae0", "instrument": "rig1",
                                     "channel": "ae0", "points": [
-                                        [99, 0.99, 3.5, 0.25, 0.125, "v1"],
-                                        [199, 1.99, 3.5, 0.25, 0.125, "v1"]]})
+                                        [99, 0.99, 3.5, 0.25, 0.125, "v1", True],
+                                        [199, 1.99, 3.5, 0.25, 0.125, "v1", False]]})
     health = first[1][1]
     assert first[1][0] == "health" and health["monitors"][0]["member"] == "host:1"
     assert 2.5 <= health["monitors"][0]["age_s"] <= 10
@@ -97,7 +100,7 @@ def test_a_page_gets_settings_recent_alerts_history_then_only_news():
     redis.add(NAMES.alert_log, "6-0", {"alert": json.dumps({**alert, "kind": "cleared"})})
     news = _events(feed.poll())
     assert ("prediction", {"stream": "rig1/ae0", "instrument": "rig1", "channel": "ae0",
-                           "points": [[299, 2.99, 3.5, 0.25, 0.125, "v2"]]}) in news
+                           "points": [[299, 2.99, 3.5, 0.25, 0.125, "v2", False]]}) in news
     assert ("alert", {**alert, "kind": "cleared", "log_id": "6-0"}) in news
     assert [event for event, _ in news].count("health") == 0  # not due yet
 

@@ -1,8 +1,11 @@
 // labquake dashboard: draws what /events sends (see stream/app/dashboard.py for the events).
-// A point is [window_end_sample, window_end_time, ttf_s, tsf_s, p_failure, model_version].
+// A point is [window_end_sample, window_end_time, ttf_s, tsf_s, p_failure, model_version,
+// warming_up].
 "use strict";
 
-const SAMPLE = 0, TIME = 1, TTF = 2, TSF = 3, P = 4, VERSION = 5;
+const SAMPLE = 0, TIME = 1, TTF = 2, TSF = 3, P = 4, VERSION = 5, WARMING = 6;
+// Kinds that open or continue an episode; withdrawn and cleared end it.
+const OPEN_KINDS = ["raised", "updated"];
 const MAX_POINTS = 20000;          // per stream kept in the page
 const MAX_ALERTS = 500;            // in the timeline
 const STALE_HEARTBEAT_S = 15;      // a monitor's heartbeat expires after this long
@@ -59,12 +62,22 @@ function addAlert(alert) {
   const item = document.createElement("li");
   const when = new Date(alert.emitted_at * 1000).toLocaleTimeString();
   const kind = document.createElement("span");
-  kind.className = alert.kind === "raised" ? "raised" : "cleared";
+  kind.className = alert.kind;
   kind.textContent = alert.kind.toUpperCase();
   item.append(kind, ` ${when} ${id} at ${alert.window_end_time.toFixed(3)} s — ` +
-    `P=${alert.p_failure.toFixed(2)} TTF=${alert.ttf_s.toFixed(2)} s ` +
-    `(${alert.reason}; model ${alert.model_version})`);
+    `P=${alert.p_failure.toFixed(2)} TTF=${alert.ttf_s.toFixed(2)} s${countdownText(alert)} ` +
+    `(${alert.reason}${alert.warming_up ? ", warming up" : ""}; episode ` +
+    `${alert.episode_id ?? "-"}; model ${alert.model_version})`);
   document.getElementById("alerts").prepend(item);
+}
+
+function countdownText(alert) {
+  // The predicted failure time on the instrument clock and its interval, when it has them.
+  if (typeof alert.failure_time !== "number") return "";
+  const interval = typeof alert.failure_time_lower === "number"
+    ? ` (${alert.failure_time_lower.toFixed(2)}–${alert.failure_time_upper.toFixed(2)}, ` +
+      `${Math.round(alert.interval_coverage * 100)} %)` : "";
+  return `, failure at ${alert.failure_time.toFixed(2)} s${interval}`;
 }
 
 function showHealth(health) {
@@ -112,7 +125,10 @@ function alertSpans(alerts, end) {
   let open = null;
   for (const alert of alerts) {
     if (alert.kind === "raised") open = alert.window_end_time;
-    else if (open !== null) { spans.push([open, alert.window_end_time]); open = null; }
+    else if (!OPEN_KINDS.includes(alert.kind) && open !== null) {
+      spans.push([open, alert.window_end_time]);
+      open = null;
+    }
   }
   if (open !== null) spans.push([open, end]);
   return spans;
@@ -190,10 +206,15 @@ function draw(stream) {
   card.querySelector(".clock").textContent = `${end.toFixed(2)} s`;
   card.querySelector(".version").textContent = last[VERSION];
   const latest = stream.alerts[stream.alerts.length - 1];
-  const raised = latest !== undefined && latest.kind === "raised";
+  const raised = latest !== undefined && OPEN_KINDS.includes(latest.kind);
+  const warming = Boolean(last[WARMING]);
   const badge = card.querySelector(".badge");
-  badge.textContent = raised ? "ALERT" : "quiet";
+  badge.textContent = raised ? "ALERT" : warming ? "warming up" : "quiet";
+  badge.title = warming ? "the stream's context is still filling: no alert is raised yet" : "";
   badge.classList.toggle("raised", raised);
+  badge.classList.toggle("warming", warming && !raised);
+  card.querySelector(".countdown").textContent = raised && typeof latest.failure_time === "number"
+    ? `${Math.max(0, latest.failure_time - end).toFixed(2)} s${countdownText(latest)}` : "–";
   card.dataset.xEnd = end;
   state.draws += 1;
 }
@@ -235,6 +256,8 @@ window.labquake = {
     for (const [id, stream] of state.streams) {
       const last = stream.points[stream.points.length - 1];
       streams[id] = { points: stream.points.length, alerts: stream.alerts.length,
+        warmingUp: last ? Boolean(last[WARMING]) : null,
+        badge: stream.card.querySelector(".badge").textContent,
         lastSample: last ? last[SAMPLE] : null, lastTime: last ? last[TIME] : null,
         xEnd: Number(stream.card.dataset.xEnd || NaN) };
     }
