@@ -13,7 +13,10 @@ the simulator) with the bundle's own window and hop. Reported:
   in the 1.5 s before them (raise time in ``[failure - 1.5 s, failure)``), counting the
   failures with at least 1.5 s of observed record before them; *precision* is the fraction
   of raises followed by a failure within 1.5 s; the *lead time* of a warned failure is
-  the failure time minus its earliest raise in that interval.
+  the failure time minus its earliest raise in that interval;
+- calm alerts (:mod:`model.evaluation.alert_metrics`): raises per failure, false alarms
+  and withdrawn alerts per hour, missed failures, lead time p10/p50/p90, and how often
+  the countdown's interval held the failure.
 
 Output: progress bars on stderr and the metrics as lines on stdout; ``--json`` prints them
 as one JSON object on stdout instead; ``--quiet`` drops the bars, the lines and logs below
@@ -68,6 +71,12 @@ class AlertQuality:
         n_raises: alerts raised.
         n_true_raises: raises followed by a failure within the horizon.
         lead_times_s: failure time minus earliest raise, for each detected failure.
+        n_withdrawn: episodes withdrawn (P(failure) dropped).
+        n_updated: updated alerts (the countdown moved).
+        n_covered: scored failures inside the interval of the alert in force.
+        n_with_interval: scored failures that came while an alert with an interval was in
+            force.
+        observed_s: seconds of record watched.
     """
 
     n_failures: int = 0
@@ -75,6 +84,11 @@ class AlertQuality:
     n_raises: int = 0
     n_true_raises: int = 0
     lead_times_s: tuple[float, ...] = ()
+    n_withdrawn: int = 0
+    n_updated: int = 0
+    n_covered: int = 0
+    n_with_interval: int = 0
+    observed_s: float = 0.0
 
     @property
     def recall(self) -> float:
@@ -87,11 +101,8 @@ class AlertQuality:
         return self.n_true_raises / self.n_raises if self.n_raises else math.nan
 
     def __add__(self, other: AlertQuality) -> AlertQuality:
-        return AlertQuality(self.n_failures + other.n_failures,
-                            self.n_detected + other.n_detected,
-                            self.n_raises + other.n_raises,
-                            self.n_true_raises + other.n_true_raises,
-                            self.lead_times_s + other.lead_times_s)
+        return AlertQuality(*(getattr(self, field.name) + getattr(other, field.name)
+                              for field in dataclasses.fields(AlertQuality)))
 
 
 def mean_absolute_error(true: Sequence[float] | np.ndarray,
@@ -156,6 +167,60 @@ def alert_quality(raise_times_s: Sequence[float], failure_times_s: Sequence[floa
     return AlertQuality(n_failures=len(scored_failure_times_s), n_detected=len(lead_times),
                         n_raises=len(raises), n_true_raises=true_raises,
                         lead_times_s=tuple(lead_times))
+
+
+def transition_quality(transitions: Sequence[AlertTransition],
+                       failure_times_s: Sequence[float],
+                       scored_failure_times_s: Sequence[float], observed_s: float,
+                       horizon_s: float = ALERT_HORIZON_S) -> AlertQuality:
+    """Score one contiguous run's alerts (every kind) against failures.
+
+    Args:
+        transitions: the run's alerts, in order.
+        failure_times_s: every failure of the record.
+        scored_failure_times_s: the failures recall counts.
+        observed_s: seconds of record the run watched.
+        horizon_s: see :func:`alert_quality`.
+
+    Returns:
+        The :class:`AlertQuality`, calm-alert counts included.
+    """
+    from model.evaluation.alert_metrics import interval_hits, kind_counts
+
+    counts = kind_counts(transitions)
+    covered, with_interval = interval_hits(transitions, scored_failure_times_s)
+    return dataclasses.replace(
+        alert_quality([t.window_end_time for t in transitions if t.kind == "raised"],
+                      failure_times_s, scored_failure_times_s, horizon_s),
+        n_withdrawn=counts["withdrawn"], n_updated=counts["updated"], n_covered=covered,
+        n_with_interval=with_interval, observed_s=observed_s)
+
+
+def alert_summary(quality: AlertQuality, nominal_coverage: float | None) -> dict[str, Any]:
+    """The alert metrics of pooled quality, as :func:`metrics` reports them (``None``
+    where undefined); ``deploy/alert-quality`` reports the same from the Redis log.
+
+    Args:
+        quality: the pooled :class:`AlertQuality`.
+        nominal_coverage: the coverage the countdown interval was calibrated for, if any.
+    """
+    from model.evaluation.alert_metrics import storm_metrics
+
+    leads = np.asarray(quality.lead_times_s)
+    result = {
+        "alert_recall": quality.recall,
+        "alert_precision": quality.precision,
+        "n_failures": quality.n_failures,
+        "n_detected": quality.n_detected,
+        "n_raises": quality.n_raises,
+        "lead_time_median_s": float(np.median(leads)) if leads.size else None,
+        "lead_time_min_s": float(leads.min()) if leads.size else None,
+        "lead_time_max_s": float(leads.max()) if leads.size else None,
+        "alert_horizon_s": ALERT_HORIZON_S,
+        **storm_metrics(quality, quality.observed_s, nominal_coverage),
+    }
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in result.items()}
 
 
 def scored_failures(failure_samples: Sequence[int] | np.ndarray, first_sample: int,
@@ -261,6 +326,7 @@ class PolicyRuns:
     scored_failure_times_s: tuple[np.ndarray, ...]
     failure_times_s: np.ndarray
     horizon_s: float
+    observed_s: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, windows: RecordWindows, prediction: Prediction,
@@ -268,7 +334,7 @@ class PolicyRuns:
         """Prepare a record's windows (in order) and the model's outputs for them."""
         from model.bundle.inference import Prediction
 
-        steps, scored_times = [], []
+        steps, scored_times, observed = [], [], []
         for run in contiguous_runs(windows):
             part = windows.select(run)
             steps.append(tuple(_policy_steps(part, Prediction(
@@ -277,18 +343,24 @@ class PolicyRuns:
                                      int(part.last_sample[-1]), windows.hop,
                                      horizon_s * windows.sample_rate)
             scored_times.append(scored / windows.sample_rate)
+            observed.append(float(part.last_sample[-1] - part.first_sample[0] + 1)
+                            / windows.sample_rate)
         return cls(tuple(steps), tuple(scored_times),
-                   np.asarray(windows.failure_times_s, np.float64), horizon_s)
+                   np.asarray(windows.failure_times_s, np.float64), horizon_s, tuple(observed))
+
+    def transitions_by_run(self, config: AlertPolicyConfig) -> list[list[AlertTransition]]:
+        """The alerts of a fresh policy under ``config`` in each run."""
+        return [_run_policy(steps, config) for steps in self.steps]
 
     def quality(self, config: AlertPolicyConfig) -> tuple[AlertQuality, list[AlertTransition]]:
         """Alert quality under ``config``, a fresh policy per run, and every transition."""
         quality = AlertQuality()
         transitions: list[AlertTransition] = []
-        for steps, scored in zip(self.steps, self.scored_failure_times_s, strict=True):
-            run_transitions = _run_policy(steps, config)
-            quality += alert_quality(
-                [t.window_end_time for t in run_transitions if t.kind == "raised"],
-                self.failure_times_s, scored, self.horizon_s)
+        for run_transitions, scored, observed in zip(
+                self.transitions_by_run(config), self.scored_failure_times_s, self.observed_s,
+                strict=True):
+            quality += transition_quality(run_transitions, self.failure_times_s, scored,
+                                          observed, self.horizon_s)
             transitions.extend(run_transitions)
         return quality, transitions
 
@@ -328,31 +400,23 @@ def metrics(parts: Sequence[tuple[RecordWindows, Prediction]], config: AlertPoli
         A JSON-ready dict: ``mae``, ``r2``, ``baseline_mae``, ``baseline_ttf_s``,
         ``alert_recall``, ``alert_precision``, ``n_windows``, ``n_failures``,
         ``n_detected``, ``n_raises``, ``lead_time_median_s``, ``lead_time_min_s``,
-        ``lead_time_max_s``, ``alert_horizon_s``; a metric that cannot be computed is
-        ``None``.
+        ``lead_time_max_s``, ``alert_horizon_s``, and the calm-alert metrics of
+        :func:`model.evaluation.alert_metrics.storm_metrics`; a metric that cannot be
+        computed is ``None``.
     """
     true = np.concatenate([windows.ttf_s for windows, _ in parts])
     predicted = np.concatenate([prediction.ttf_s for _, prediction in parts])
     quality = AlertQuality()
     for windows, prediction in parts:
         quality += record_alert_quality(windows, prediction, config)[0]
-    leads = np.asarray(quality.lead_times_s)
     result = {
         "mae": mean_absolute_error(true, predicted),
         "r2": r_squared(true, predicted),
         "baseline_mae": (None if baseline_ttf_s is None
                          else mean_absolute_error(true, np.full_like(true, baseline_ttf_s))),
         "baseline_ttf_s": baseline_ttf_s,
-        "alert_recall": quality.recall,
-        "alert_precision": quality.precision,
         "n_windows": int(true.size),
-        "n_failures": quality.n_failures,
-        "n_detected": quality.n_detected,
-        "n_raises": quality.n_raises,
-        "lead_time_median_s": float(np.median(leads)) if leads.size else None,
-        "lead_time_min_s": float(leads.min()) if leads.size else None,
-        "lead_time_max_s": float(leads.max()) if leads.size else None,
-        "alert_horizon_s": ALERT_HORIZON_S,
+        **alert_summary(quality, None if config.interval is None else config.interval.coverage),
     }
     return {key: None if isinstance(value, float) and not math.isfinite(value) else value
             for key, value in result.items()}
@@ -374,6 +438,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     Example:
         >>> summary_lines({"mae": 1.0, "r2": 0.8, "baseline_mae": 3.0, ...})  # doctest: +SKIP
     """
+    from model.evaluation.alert_metrics import summary_line
+
     value = format_value
     leads = ("no lead times" if result["lead_time_median_s"] is None else
              f"lead time median {value(result['lead_time_median_s'])} s (min "
@@ -385,6 +451,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
         f"alerts: recall {value(result['alert_recall'])} ({result['n_detected']}/"
         f"{result['n_failures']} failures warned within {result['alert_horizon_s']:g} s), "
         f"precision {value(result['alert_precision'])} ({result['n_raises']} raises), {leads}",
+        summary_line(result, value),
     ]
 
 
@@ -432,7 +499,8 @@ def plot(path: str | os.PathLike, windows: RecordWindows, prediction: Prediction
                              linewidth=0.8, label=f"raise threshold {config.raise_threshold:g}")
     probability_axes.axhline(config.clear_threshold, color="tab:green", linestyle=":",
                              linewidth=0.8, label=f"clear threshold {config.clear_threshold:g}")
-    for kind, marker, colour in (("raised", "^", "tab:red"), ("cleared", "v", "tab:green")):
+    for kind, marker, colour in (("raised", "^", "tab:red"), ("updated", ".", "tab:red"),
+                                 ("withdrawn", "x", "tab:grey"), ("cleared", "v", "tab:green")):
         chosen = [t for t in transitions if t.kind == kind]
         probability_axes.scatter([t.window_end_time for t in chosen],
                                  [t.p_failure for t in chosen], marker=marker, color=colour,
@@ -508,7 +576,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "lines: mae, r2, baseline_mae, baseline_ttf_s, alert_recall, "
                              "alert_precision, n_windows, n_failures, n_detected, n_raises, "
                              "lead_time_median_s, lead_time_min_s, lead_time_max_s, "
-                             "alert_horizon_s (null where undefined), model_version, data")
+                             "alert_horizon_s, raises_per_failure, false_alarms_per_hour, "
+                             "n_false_alarms, missed_failures, lead_time_p10_s, "
+                             "lead_time_p50_s, lead_time_p90_s, withdrawn_per_hour, "
+                             "n_withdrawn, n_updated, first_raise_precision, "
+                             "observed_hours, interval_coverage, interval_nominal_coverage, "
+                             "n_interval_failures (null where undefined), model_version, data")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars, no metric lines, logs at WARNING and above "
                              "only (-v still logs debug details); errors still print")

@@ -34,10 +34,6 @@ if TYPE_CHECKING:
 STOP_ON = ("alerts", "loss")
 # Validation needs at least one cycle and training at least one: two that end in failures.
 MIN_SPLIT_CYCLES = 2
-# --tune-policy tries raise thresholds on this grid (up to the highest validation
-# P(failure)) and these run lengths; the clear threshold keeps the default's ratio to it.
-TUNE_THRESHOLD_STEP = 0.01
-TUNE_CONSECUTIVE = (1, 2, 3, 4, 5, 6)
 
 
 
@@ -320,56 +316,38 @@ def _alert_stopping(validation: Sequence[RecordWindows], mean: np.ndarray, std: 
 
 
 def tune_policy(parts: Sequence[tuple[RecordWindows, Prediction]],
-                clear_threshold: float | None = None) -> AlertPolicyConfig:
-    """The alert policy whose alerts best announce the failures of validation windows.
+                clear_threshold: float | None = None, *, full: bool = False,
+                warmup_s: float = 0.0) -> AlertPolicyConfig:
+    """The alert policy whose alerts announce the validation failures most calmly.
 
-    Tries every raise threshold on a ``TUNE_THRESHOLD_STEP`` grid up to the highest
-    predicted P(failure), with each run length in ``TUNE_CONSECUTIVE``, and keeps the one
-    with the best F1 score of alert recall and precision (``model.evaluation.evaluate``'s
-    definitions); ties go to the higher threshold, then the longer run (fewer raises).
-    If no setting warns of any failure, the default configuration is kept.
+    Scores every raise (:func:`model.training.policy_tuning.calm_score`: a second raise
+    for one failure costs like a false alarm) over the raise thresholds and run lengths
+    of :func:`model.training.policy_tuning.candidates`, up to the highest P(failure);
+    ``full`` also searches clear thresholds, withdrawal and refractory times. If no
+    setting warns of any failure, the default configuration is kept.
 
     Args:
         parts: validation windows of each record and the model's predictions for them.
         clear_threshold: a fixed clear threshold; default: the default configuration's
-            ratio of clear to raise threshold.
+            ratio of clear to raise threshold (``full``: the searched ratios).
+        full: search the episode settings too (slower: once, after training).
+        warmup_s: the warm-up of the policies tried (the context's look-back).
 
     Returns:
-        The chosen configuration (other settings at their defaults).
+        The chosen configuration.
 
     Example:
         >>> tune_policy([(validation, prediction)]).raise_threshold  # doctest: +SKIP
         0.14
     """
-    from model.evaluation.evaluate import AlertQuality, PolicyRuns
+    from model.evaluation.evaluate import PolicyRuns
+    from model.training.policy_tuning import tune_policy as calm_search
     from stream.core.alert_policy import AlertPolicyConfig
 
     runs = [PolicyRuns.of(windows, prediction) for windows, prediction in parts]
-
-    default = AlertPolicyConfig()
     highest = max(float(np.max(prediction.p_failure, initial=0.0)) for _, prediction in parts)
-    # Rounded first so that a highest value on the grid counts as reached.
-    steps = math.floor(round(min(highest, 1.0) / TUNE_THRESHOLD_STEP, 6))
-    best = (0.0, 0.0, 0)
-    best_config = default
-    for step in range(1, steps + 1):
-        threshold = round(step * TUNE_THRESHOLD_STEP, 6)
-        clear = (round(threshold * default.clear_threshold / default.raise_threshold, 6)
-                 if clear_threshold is None else clear_threshold)
-        if clear > threshold:
-            continue
-        for consecutive in TUNE_CONSECUTIVE:
-            config = AlertPolicyConfig(raise_threshold=threshold, clear_threshold=clear,
-                                       consecutive=consecutive)
-            quality = sum((record.quality(config)[0] for record in runs), AlertQuality())
-            recall = 0.0 if math.isnan(quality.recall) else quality.recall
-            precision = 0.0 if math.isnan(quality.precision) else quality.precision
-            score = (2 * recall * precision / (recall + precision) if recall + precision
-                     else 0.0)
-            key = (score, threshold, consecutive)
-            if score > 0 and key > best:
-                best, best_config = key, config
-    return best_config
+    base = dataclasses.replace(AlertPolicyConfig(), warmup_s=warmup_s)
+    return calm_search(runs, base, highest, full=full, clear_threshold=clear_threshold)
 
 
 def network_prediction(model: keras.Model, inputs: np.ndarray) -> Prediction:

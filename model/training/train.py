@@ -202,6 +202,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="no progress bars, no per-epoch, KS-filter, fold or summary "
                              "lines, logs at WARNING and above only (-v still logs debug "
                              "details); errors still print")
+    retune = parser.add_argument_group(
+        "retuning", "keep a bundle's network and choose only its alert policy and countdown "
+                    "interval (model/training/policy_tuning.py)")
+    retune.add_argument("--retune", metavar="BUNDLE",
+                        help="retune this bundle's alert policy on the records of --data, or "
+                             "of --simulate with --retune-seeds, calibrate its countdown "
+                             "interval on other records, and write it to --out (BUNDLE itself "
+                             "to retune in place); the network is not trained")
+    retune.add_argument("--retune-seeds", type=int, nargs="+", metavar="N",
+                        help="simulator seeds of the tuning records (with --simulate)")
+    retune.add_argument("--calibration-seeds", type=int, nargs="+", metavar="N",
+                        help="simulator seeds of the interval's calibration records")
+    retune.add_argument("--calibration-data", nargs="+", metavar="PATH",
+                        help="labelled records to calibrate the interval on")
+    retune.add_argument("--interval-coverage", type=float, default=0.8, metavar="F",
+                        help="share of failures the countdown interval covers (default 0.8)")
     add_cache_arguments(parser)
     parser.set_defaults(handler=run)
     return parser
@@ -216,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0 on success (errors raise ``LabquakeError``).
     """
+    if args.retune is not None:
+        return _retune(args)
     started = time.monotonic()
     config = _policy_config(args)
     _check_arguments(args)
@@ -249,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
     validation = [(part, network_prediction(model, network_inputs(part.features, mean, std)))
                   for part in split.validation]
     if args.tune_policy:
-        config = tune_policy(validation, args.clear_threshold)
+        config = tune_policy(validation, args.clear_threshold, full=True,
+                             warmup_s=0.0 if context is None else context.lookback_s)
     result = evaluate.metrics(validation, config, training_median)
     n_train = sum(map(len, split.train))
     elapsed = time.monotonic() - started
@@ -372,6 +391,20 @@ def _policy_config(args: argparse.Namespace) -> AlertPolicyConfig:
         # Checked against each tried raise threshold instead.
         given.pop("clear_threshold", None)
     return AlertPolicyConfig.from_dict(given)
+
+
+def _retune(args: argparse.Namespace) -> int:
+    from model.training.policy_tuning import RecordSource, retune_command
+
+    def sources(paths: Sequence[str] | None, seeds: Sequence[int] | None) -> list[RecordSource]:
+        return ([RecordSource(path=path) for path in paths or ()]
+                + [RecordSource(seconds=args.simulate, seed=seed) for seed in seeds or ()])
+
+    if (args.retune_seeds or args.calibration_seeds) and args.simulate is None:
+        raise LabquakeError("--retune-seeds and --calibration-seeds need --simulate SECONDS")
+    return retune_command(args.retune, args.out, sources(args.data, args.retune_seeds),
+                          sources(args.calibration_data, args.calibration_seeds),
+                          args.interval_coverage, args.sample_rate, args.json, args.quiet)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:

@@ -116,7 +116,8 @@ def test_alert_transitions_are_the_policys() -> None:
     p = np.array([0.1, 0.7, 0.8, 0.9, 0.1, 0.05, 0.02, 0.9, 0.9, 0.2])
     windows = _hand_made_windows(p)
     prediction = Prediction(np.full(10, 5.0), np.full(10, 3.0), p)
-    config = AlertPolicyConfig(raise_threshold=0.6, clear_threshold=0.3, consecutive=2)
+    config = AlertPolicyConfig(raise_threshold=0.6, clear_threshold=0.3, consecutive=2,
+                               withdraw_after_s=0.0, refractory_s=0.0, update_step_s=100.0)
     transitions = evaluate.alert_transitions(windows, prediction, config)
     policy = AlertPolicy(config)
     expected = [policy.update(int(end), float(time), p_failure=float(prob), ttf_s=5.0,
@@ -124,7 +125,7 @@ def test_alert_transitions_are_the_policys() -> None:
                 for end, time, prob in zip(windows.last_sample, windows.end_time_s, p,
                                            strict=True)]
     assert transitions == [t for t in expected if t is not None]
-    assert [t.kind for t in transitions] == ["raised", "cleared", "raised"]
+    assert [t.kind for t in transitions] == ["raised", "withdrawn", "raised", "withdrawn"]
 
 
 def test_each_contiguous_run_gets_a_fresh_policy() -> None:
@@ -181,6 +182,9 @@ def test_metrics_report_every_field_and_null_for_the_undefined() -> None:
     assert (result["n_failures"], result["alert_recall"]) == (2, 0.0)
     assert result["lead_time_median_s"] is None
     assert result["n_windows"] == 30
+    assert (result["raises_per_failure"], result["missed_failures"]) == (0.0, 2)
+    assert result["observed_hours"] == pytest.approx(30.0 / 3600)
+    assert result["false_alarms_per_hour"] == 0.0 and result["interval_coverage"] is None
     json.dumps(result, allow_nan=False)
 
 
