@@ -1,6 +1,6 @@
 """What an operator lives with: alert storms, false alarms per hour, countdown coverage.
 
-The counts of :class:`model.evaluate.AlertQuality` say whether failures were warned;
+The counts of :class:`model.evaluation.evaluate.AlertQuality` say whether failures were warned;
 these functions read the whole alert sequence of a run (raised, updated, withdrawn,
 cleared) and say how calm it was and how well the countdown's interval held:
 
@@ -85,7 +85,7 @@ def storm_metrics(quality: Any, observed_s: float,
     """The calm-alert metrics of pooled alert quality, as a JSON-ready dict.
 
     Args:
-        quality: a :class:`model.evaluate.AlertQuality` (its counts and lead times).
+        quality: a :class:`model.evaluation.evaluate.AlertQuality` (its counts and lead times).
         observed_s: seconds of record the alerts watched.
         interval_coverage: the nominal coverage of the interval, if alerts carried one.
 
@@ -135,3 +135,18 @@ def summary_line(result: Mapping[str, Any], value: Any) -> str:
             f"{value(result['lead_time_p10_s'])}/{value(result['lead_time_p50_s'])}/"
             f"{value(result['lead_time_p90_s'])} s, {value(result['withdrawn_per_hour'])} "
             f"withdrawn per hour; {coverage}")
+
+
+def transition_of_alert(alert: Mapping[str, Any]) -> AlertTransition:
+    """An alert object as the monitor logs it (``docs/alert.schema.json``), back as the
+    policy's transition, so a Redis alert log is scored as ``labquake evaluate`` scores."""
+    from stream.core.alert_policy import AlertTransition
+
+    episode = alert.get("episode_id")
+    return AlertTransition(
+        alert["kind"], alert["reason"], int(alert["window_end_sample"]),
+        float(alert["window_end_time"]), float(alert["p_failure"]), float(alert["ttf_s"]),
+        float(alert["tsf_s"]),
+        int(episode.rpartition("@")[2]) if episode else int(alert["window_end_sample"]),
+        alert.get("failure_time"), alert.get("failure_time_lower"),
+        alert.get("failure_time_upper"), bool(alert.get("warming_up", False)))

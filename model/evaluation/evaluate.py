@@ -563,9 +563,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     source.add_argument("--simulate", type=float, metavar="SECONDS",
                         help="evaluate on a simulated record of this length, streamed from "
                              "the simulator (no file)")
-    parser.add_argument("--sim-seed", type=int, default=DEFAULT_SIM_SEED, metavar="N",
+    parser.add_argument("--sim-seed", type=int, nargs="+", default=[DEFAULT_SIM_SEED],
+                        metavar="N",
                         help=f"simulator seed for --simulate (default {DEFAULT_SIM_SEED}); "
-                             "use one the model was not trained on")
+                             "use ones the model was not trained or tuned on; several seeds "
+                             "are several records, scored together")
     parser.add_argument("--sample-rate", type=float, metavar="HZ",
                         help="samples per second of a CSV record or of --simulate (default: "
                              "the rate the model was trained at); an .npz carries its own")
@@ -601,32 +603,34 @@ def run(args: argparse.Namespace) -> int:
     """
     from model.bundle import inference as bundles
     from model.training import dataset
+    from model.training.policy_tuning import record_predictions
     from stream.core.alert_policy import AlertPolicyConfig
+    from stream.core.errors import LabquakeError
 
     check_cache_arguments(args)
     model = bundles.load(args.model)
     extra = model.metadata.get("extra", {})
     trained_rate = extra.get("sample_rate_hz")
+    if args.plot and args.simulate is not None and len(args.sim_seed) > 1:
+        raise LabquakeError("--plot draws one record; give one --sim-seed with it")
     if args.simulate is not None:
-        windows = dataset.simulated_windows(
-            args.simulate, seed=args.sim_seed, sample_rate=args.sample_rate or trained_rate,
+        records = [dataset.simulated_windows(
+            args.simulate, seed=seed, sample_rate=args.sample_rate or trained_rate,
             window=model.window, hop=model.hop, feature_names=model.extract_names,
-            progress=not args.quiet)
+            progress=not args.quiet) for seed in args.sim_seed]
     else:
         native_rate = Path(args.data).suffix.lower() == ".npz"
-        windows = dataset.file_windows(
+        records = [dataset.file_windows(
             args.data, window=model.window, hop=model.hop, feature_names=model.extract_names,
             sample_rate=args.sample_rate or (None if native_rate else trained_rate),
-            progress=not args.quiet, **cached_windows_options(args))
-    if model.context is not None:
-        windows = dataset.add_context(windows, model.context)
-    windows = windows.with_features(model.feature_names)
-    prediction = model.predict_features(windows.features)
+            progress=not args.quiet, **cached_windows_options(args))]
+    parts = [record_predictions(model, windows) for windows in records]
     config = AlertPolicyConfig.from_dict(model.alert_policy)
-    result = metrics([(windows, prediction)], config, extra.get("training_ttf_median_s"))
+    result = metrics(parts, config, extra.get("training_ttf_median_s"))
     result["model_version"] = model.version
-    result["data"] = windows.name
+    result["data"] = "; ".join(windows.name for windows, _ in parts)
     if args.plot:
+        windows, prediction = parts[0]
         _, transitions = record_alert_quality(windows, prediction, config)
         plot(args.plot, windows, prediction, transitions, config, result,
              f"labquake model {model.version} on {windows.name}")

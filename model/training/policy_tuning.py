@@ -90,7 +90,7 @@ def tune_policy(runs: Sequence[PolicyRuns], base: AlertPolicyConfig, highest_p: 
     """The calmest policy that warns: the best :func:`calm_score` over :func:`candidates`.
 
     Args:
-        runs: validation records, prepared (:class:`model.evaluate.PolicyRuns`).
+        runs: validation records, prepared (:class:`model.evaluation.evaluate.PolicyRuns`).
         base: the settings not searched (failure rules, update step, warm-up, interval).
         highest_p: the highest predicted P(failure): thresholds above it raise nothing.
         full: search withdrawal, refractory times and clear thresholds too.
@@ -185,7 +185,7 @@ def retune(model: Bundle, tuning: Sequence[RecordWindows], calibration: Sequence
         note: takes one line of progress.
 
     Returns:
-        The :class:`RetuneResult`; the metrics are :func:`model.evaluate.metrics`'.
+        The :class:`RetuneResult`; the metrics are :func:`model.evaluation.evaluate.metrics`'.
     """
     from model.evaluation import evaluate
     from stream.core.alert_policy import AlertPolicyConfig

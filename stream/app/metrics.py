@@ -15,7 +15,7 @@ reloads, Kafka errors) is recorded here as it happens.
 | ``labquake_seen_windows_total``          | counter   | windows read again, processed already  |
 | ``labquake_batches_total``               | counter   | inference batches                      |
 | ``labquake_gaps_total``                  | counter   | gaps in a stream's sample counter      |
-| ``labquake_alerts_total{kind}``          | counter   | alerts ``raised`` / ``cleared``        |
+| ``labquake_alerts_total{kind}``          | counter   | alerts by kind (raised ... cleared)    |
 | ``labquake_alerts_logged_total``         | counter   | alerts the Redis log took              |
 | ``labquake_alerts_rejected_total``       | counter   | re-sent alerts the log absorbed        |
 | ``labquake_messages_total``              | counter   | Kafka messages read                    |

@@ -20,6 +20,15 @@ TEST_WINDOW = 15_000
 TEST_SAMPLE_RATE = 1e5
 
 
+# Short episode times (and a warm-up and interval, so that they too go through Kafka,
+# the monitor and Redis): the alerts come often, and a difference between runs shows.
+SMALL_BUNDLE_POLICY = {
+    "withdraw_after_s": 0.0, "refractory_s": 0.0, "update_step_s": 0.05, "warmup_s": 1.0,
+    "interval": {"coverage": 0.8, "ttf_edges_s": [3.0], "lower_s": [-0.5, -2.0],
+                 "upper_s": [0.5, 2.0], "n_calibration": [50, 50]},
+}
+
+
 @pytest.fixture(scope="session")
 def small_bundle(tmp_path_factory) -> Path:
     """A bundle with window 15,000 for records at 100 kHz: an untrained network with a
@@ -52,7 +61,7 @@ def small_bundle(tmp_path_factory) -> Path:
     bundle.save(path, network.build_model(len(names)),
                 feature_names=names, window=TEST_WINDOW, hop=TEST_WINDOW,
                 scaler_mean=mean, scaler_std=std, training_fingerprint="integration-tests",
-                metrics={}, alert_policy={}, context=context,
+                metrics={}, alert_policy=SMALL_BUNDLE_POLICY, context=context,
                 extra={"sample_rate_hz": TEST_SAMPLE_RATE})
     return path
 
@@ -183,7 +192,7 @@ def replay_alerts(record: Path, bundle: Path, instrument: str, channel: str = "a
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=True,
     )
     return [_comparable(json.loads(line)) for line in process.stdout.splitlines()
-            if json.loads(line)["kind"] in ("raised", "cleared")]
+            if json.loads(line)["kind"] in ("raised", "updated", "withdrawn", "cleared")]
 
 
 def _comparable(alert: dict) -> dict:

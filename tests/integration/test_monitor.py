@@ -51,11 +51,21 @@ def test_end_to_end_the_alert_log_equals_the_replay(
     expected = replay_alerts(small_record, small_bundle, "rig1")
     assert len(expected) >= 10
     assert logged_alerts(redis_client, unique_name) == expected
+    # Episodes: updates and ends carry their raise's episode id, in every kind.
+    assert {alert["kind"] for alert in expected} >= {"raised", "updated", "withdrawn"}
+    raises = {alert["episode_id"] for alert in expected if alert["kind"] == "raised"}
+    assert {alert["episode_id"] for alert in expected} == raises
+    # The first second of the stream (the bundle's warm-up) is marked and raises nothing.
+    history = redis_client.xrange(f"{unique_name}:predictions:rig1/ae0")
+    warming = [fields[b"warming_up"] == b"1" for _, fields in history]
+    assert warming[0] and not warming[-1] and warming == sorted(warming, reverse=True)
+    first_warm = float(history[warming.index(False)][1][b"window_end_time"])
+    assert all(alert["window_end_time"] >= first_warm for alert in expected)
     state = redis_client.hgetall(f"{unique_name}:state:rig1")
     windows = 40 * int(TEST_SAMPLE_RATE) // TEST_WINDOW
     assert int(state[b"window_end_sample"]) == windows * TEST_WINDOW - 1
     assert set(state) >= {b"window_end_time", b"ttf_s", b"tsf_s", b"p_failure",
-                          b"model_version", b"updated_at"}
+                          b"model_version", b"warming_up", b"updated_at"}
     assert _stopped_counters(err)["windows"] == windows
 
 
@@ -115,7 +125,9 @@ def _assert_each_log_equals_the_replay(redis_client, namespace, instruments, rec
     for name in instruments:
         mine = [a for a in logged if a["instrument"] == name]
         renamed = [{**a, "instrument": name,
-                    "alert_id": a["alert_id"].replace("rigX/", f"{name}/")} for a in expected]
+                    "alert_id": a["alert_id"].replace("rigX/", f"{name}/"),
+                    "episode_id": a["episode_id"].replace("rigX/", f"{name}/")}
+                   for a in expected]
         assert mine == renamed, name
 
 
