@@ -19,8 +19,9 @@ in counter order (times on the instrument clock):
   CountdownInterval`, the interval around it.
 - **cleared, reason** ``failure_passed`` — the failure has happened by either sign: the
   model's time since failure resets (``tsf_s < failure_tsf_s`` in a window after some
-  window of the episode had ``tsf_s >= failure_tsf_s``), or the clock passes the last
-  published failure time by more than ``failure_grace_s``.
+  window of the episode had ``tsf_s >= failure_tsf_s``), or the clock passes the failure
+  time predicted at the raise by more than ``failure_grace_s`` (the raise's, not the
+  latest: a countdown stuck at zero moves the latest along with the clock).
 - **withdrawn, reason** ``probability_dropped`` — no failure seen, and ``p_failure <
   clear_threshold`` in every window for ``withdraw_after_s`` seconds (from the first low
   window to this one). The next raise waits ``refractory_s``.
@@ -78,8 +79,8 @@ class AlertPolicyConfig:
         consecutive: windows in a row at or above the raise threshold needed to raise.
         failure_tsf_s: predicted time since failure (s) below which, after being at
             or above it, the failure is taken to have happened.
-        failure_grace_s: seconds past the last published failure time after which the
-            failure is taken to have happened.
+        failure_grace_s: seconds past the failure time predicted at the raise after which
+            the failure is taken to have happened.
         withdraw_after_s: seconds P(failure) must stay below ``clear_threshold`` before
             an episode is withdrawn (0: at the first low window).
         refractory_s: seconds after a withdrawal before the next raise.
@@ -240,6 +241,7 @@ class AlertPolicy:
         self._low_since: float | None = None
         self._episode_sample: int | None = None
         self._published_failure_time: float | None = None
+        self._raise_failure_time: float | None = None
         self._tsf_reached = False
         self._refractory_until: float | None = None
         self._run_start_time: float | None = None
@@ -325,6 +327,7 @@ class AlertPolicy:
             "low_since": self._low_since,
             "episode_sample": self._episode_sample,
             "predicted_failure_time": self._published_failure_time,
+            "raise_failure_time": self._raise_failure_time,
             "tsf_reached": self._tsf_reached,
             "refractory_until": self._refractory_until,
             "run_start_time": self._run_start_time,
@@ -349,6 +352,8 @@ class AlertPolicy:
         policy._episode_sample = _optional(int, state.get("episode_sample", last)
                                            if policy._raised else None)
         policy._published_failure_time = _optional(float, state["predicted_failure_time"])
+        policy._raise_failure_time = _optional(float, state.get(
+            "raise_failure_time", state["predicted_failure_time"]))
         policy._tsf_reached = bool(state["tsf_reached"])
         policy._refractory_until = _optional(float, state.get("refractory_until"))
         policy._run_start_time = _optional(float, state.get("run_start_time"))
@@ -390,6 +395,7 @@ class AlertPolicy:
         self._refractory_until = None
         self._episode_sample = window_end_sample
         self._tsf_reached = tsf_s >= config.failure_tsf_s
+        self._raise_failure_time = _failure_time(window_end_time, ttf_s)
         return self._countdown(RAISED, REASON_PROBABILITY_HIGH, window_end_sample,
                                window_end_time, p_failure, ttf_s, tsf_s)
 
@@ -398,7 +404,7 @@ class AlertPolicy:
         config = self._config
         values = (window_end_sample, window_end_time, p_failure, ttf_s, tsf_s)
         tsf_reset = self._tsf_reached and tsf_s < config.failure_tsf_s
-        clock_passed = window_end_time > self._published_failure_time + config.failure_grace_s
+        clock_passed = window_end_time > self._raise_failure_time + config.failure_grace_s
         if tsf_reset or clock_passed:
             return self._end(CLEARED, REASON_FAILURE_PASSED, *values)
         self._tsf_reached = self._tsf_reached or tsf_s >= config.failure_tsf_s
@@ -440,6 +446,7 @@ class AlertPolicy:
         self._low_since = None
         self._episode_sample = None
         self._published_failure_time = None
+        self._raise_failure_time = None
         self._tsf_reached = False
         return AlertTransition(kind, reason, window_end_sample, window_end_time, p_failure,
                                ttf_s, tsf_s, episode, warming_up=self._warming_up)

@@ -41,8 +41,10 @@ def test_the_alert_log_scores_as_evaluate_scores_the_record(services, small_bund
          "--simulate", SECONDS, "--sim-seed", *SEEDS, "--sample-rate", str(TEST_SAMPLE_RATE),
          "--json", "--quiet"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=True).stdout)
-    # The test bundle's P(failure) hovers near its threshold: many raises to compare.
-    assert offline["n_raises"] >= 5 and offline["n_failures"] >= 3
+    # The test bundle's P(failure) hovers near its threshold: many alerts to compare.
+    print("offline:", offline)
+    assert offline["n_raises"] >= 2 and offline["n_failures"] >= 3
+    assert offline["n_raises"] + offline["n_updated"] + offline["n_withdrawn"] >= 10
     for key in SHARED:
         assert end_to_end[key] == pytest.approx(offline[key], rel=1e-12), key
     assert set(end_to_end["per_seed"]) == set(SEEDS)

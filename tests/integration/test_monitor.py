@@ -52,7 +52,7 @@ def test_end_to_end_the_alert_log_equals_the_replay(
     assert len(expected) >= 10
     assert logged_alerts(redis_client, unique_name) == expected
     # Episodes: updates and ends carry their raise's episode id, in every kind.
-    assert {alert["kind"] for alert in expected} >= {"raised", "updated", "withdrawn"}
+    assert {alert["kind"] for alert in expected} >= {"raised", "updated", "cleared"}
     raises = {alert["episode_id"] for alert in expected if alert["kind"] == "raised"}
     assert {alert["episode_id"] for alert in expected} == raises
     # The first second of the stream (the bundle's warm-up) is marked and raises nothing.

@@ -128,7 +128,7 @@ def test_a_low_time_since_failure_clears_only_after_it_was_high():
                                   5: ("cleared", "failure_passed")}
 
 
-def test_cleared_when_the_clock_passes_the_published_failure_time_plus_grace():
+def test_cleared_when_the_clock_passes_the_raises_failure_time_plus_grace():
     policy = AlertPolicy(AlertPolicyConfig(failure_grace_s=1.0, update_step_s=5.0))
     assert policy.update(1, 10.0, 0.9, 0.5, FAR) is None
     raised = policy.update(2, 11.0, 0.9, 0.5, FAR)
@@ -140,13 +140,15 @@ def test_cleared_when_the_clock_passes_the_published_failure_time_plus_grace():
     assert policy.predicted_failure_time is None
 
 
-def test_an_update_moves_the_failure_time_the_clock_rule_waits_for():
-    policy = AlertPolicy(AlertPolicyConfig(failure_grace_s=0.5, update_step_s=0.25))
+def test_a_countdown_stuck_at_zero_is_cleared_by_the_raises_failure_time():
+    policy = AlertPolicy(AlertPolicyConfig(failure_grace_s=0.5, update_step_s=0.2))
     policy.update(1, 10.0, 0.9, 0.5, FAR)
     assert policy.update(2, 10.25, 0.9, 0.5, FAR).failure_time == 10.75
-    assert policy.update(3, 10.5, 0.9, 1.0, FAR).kind == "updated"  # now 11.5
-    assert policy.update(4, 11.5, 0.9, 0.0, FAR) is None  # past 10.75 + 0.5, not 11.5 + 0.5
-    assert policy.update(5, 12.25, 0.9, 0.0, FAR).reason == "failure_passed"
+    # The TTF stays at zero: every update moves the published failure time with the clock,
+    # but the raise's 10.75 + 0.5 still ends the episode.
+    for number, time in enumerate((10.5, 10.75, 11.0, 11.25), start=3):  # 11.25: the limit
+        assert policy.update(number, time, 0.9, 0.0, FAR).kind == "updated"
+    assert policy.update(7, 11.5, 0.9, 0.0, FAR).reason == "failure_passed"
 
 
 def test_failure_passed_wins_over_a_withdrawal_in_the_same_window():
