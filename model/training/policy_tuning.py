@@ -30,8 +30,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from model.bundle.inference import Bundle, Prediction
-    from model.training.dataset import RecordWindows
     from model.evaluation.evaluate import AlertQuality, PolicyRuns
+    from model.training.dataset import RecordWindows
     from stream.core.alert_policy import AlertPolicyConfig
     from stream.core.countdown import CountdownInterval
 
@@ -282,8 +282,8 @@ def retune_command(bundle_path: str, out: str, tuning: Sequence[RecordSource],
     import sys
 
     from model.bundle import inference as bundles
-    from model.evaluation.evaluate import format_value
     from model.evaluation.alert_metrics import summary_line
+    from model.evaluation.evaluate import format_value
     from stream.core.errors import LabquakeError
 
     if not tuning or not calibration:

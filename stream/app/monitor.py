@@ -44,9 +44,9 @@ from typing import Any
 
 from stream.app.metrics import LatencyClock, MonitorMetrics, TimedPredictor
 from stream.config.options import (
+    ALERT_POLICY_OPTIONS,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_WAIT_S,
-    ALERT_POLICY_OPTIONS,
     OPTIONS_BY_NAME,
     Settings,
     add_options,

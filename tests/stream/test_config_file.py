@@ -154,8 +154,8 @@ def test_the_reference_lists_every_option_with_its_variable():
 
 
 def test_the_alert_options_override_the_bundle_policy(tmp_path):
-    from stream.alert_policy import AlertPolicyConfig
-    from stream.monitor import policy_config
+    from stream.app.monitor import policy_config
+    from stream.core.alert_policy import AlertPolicyConfig
 
     bundle = types.SimpleNamespace(alert_policy={"raise_threshold": 0.4,
                                                  "clear_threshold": 0.2, "refractory_s": 9.0})
