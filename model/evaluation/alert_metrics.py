@@ -23,10 +23,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from model.evaluation.evaluate import ALERT_HORIZON_S, AlertQuality, alert_quality
 
 if TYPE_CHECKING:
     from stream.core.alert_policy import AlertTransition
@@ -150,3 +154,53 @@ def transition_of_alert(alert: Mapping[str, Any]) -> AlertTransition:
         int(episode.rpartition("@")[2]) if episode else int(alert["window_end_sample"]),
         alert.get("failure_time"), alert.get("failure_time_lower"),
         alert.get("failure_time_upper"), bool(alert.get("warming_up", False)))
+
+
+def transition_quality(transitions: Sequence[AlertTransition],
+                       failure_times_s: Sequence[float],
+                       scored_failure_times_s: Sequence[float], observed_s: float,
+                       horizon_s: float = ALERT_HORIZON_S) -> AlertQuality:
+    """Score one contiguous run's alerts (every kind) against failures.
+
+    Args:
+        transitions: the run's alerts, in order.
+        failure_times_s: every failure of the record.
+        scored_failure_times_s: the failures recall counts.
+        observed_s: seconds of record the run watched.
+        horizon_s: see :func:`alert_quality`.
+
+    Returns:
+        The :class:`AlertQuality`, calm-alert counts included.
+    """
+    counts = kind_counts(transitions)
+    covered, with_interval = interval_hits(transitions, scored_failure_times_s)
+    return dataclasses.replace(
+        alert_quality([t.window_end_time for t in transitions if t.kind == "raised"],
+                      failure_times_s, scored_failure_times_s, horizon_s),
+        n_withdrawn=counts["withdrawn"], n_updated=counts["updated"], n_covered=covered,
+        n_with_interval=with_interval, observed_s=observed_s)
+
+
+def alert_summary(quality: AlertQuality, nominal_coverage: float | None) -> dict[str, Any]:
+    """The alert metrics of pooled quality, as :func:`metrics` reports them (``None``
+    where undefined); ``deploy/alert-quality`` reports the same from the Redis log.
+
+    Args:
+        quality: the pooled :class:`AlertQuality`.
+        nominal_coverage: the coverage the countdown interval was calibrated for, if any.
+    """
+    leads = np.asarray(quality.lead_times_s)
+    result = {
+        "alert_recall": quality.recall,
+        "alert_precision": quality.precision,
+        "n_failures": quality.n_failures,
+        "n_detected": quality.n_detected,
+        "n_raises": quality.n_raises,
+        "lead_time_median_s": float(np.median(leads)) if leads.size else None,
+        "lead_time_min_s": float(leads.min()) if leads.size else None,
+        "lead_time_max_s": float(leads.max()) if leads.size else None,
+        "alert_horizon_s": ALERT_HORIZON_S,
+        **storm_metrics(quality, quality.observed_s, nominal_coverage),
+    }
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value
+            for key, value in result.items()}

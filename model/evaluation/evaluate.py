@@ -169,60 +169,6 @@ def alert_quality(raise_times_s: Sequence[float], failure_times_s: Sequence[floa
                         lead_times_s=tuple(lead_times))
 
 
-def transition_quality(transitions: Sequence[AlertTransition],
-                       failure_times_s: Sequence[float],
-                       scored_failure_times_s: Sequence[float], observed_s: float,
-                       horizon_s: float = ALERT_HORIZON_S) -> AlertQuality:
-    """Score one contiguous run's alerts (every kind) against failures.
-
-    Args:
-        transitions: the run's alerts, in order.
-        failure_times_s: every failure of the record.
-        scored_failure_times_s: the failures recall counts.
-        observed_s: seconds of record the run watched.
-        horizon_s: see :func:`alert_quality`.
-
-    Returns:
-        The :class:`AlertQuality`, calm-alert counts included.
-    """
-    from model.evaluation.alert_metrics import interval_hits, kind_counts
-
-    counts = kind_counts(transitions)
-    covered, with_interval = interval_hits(transitions, scored_failure_times_s)
-    return dataclasses.replace(
-        alert_quality([t.window_end_time for t in transitions if t.kind == "raised"],
-                      failure_times_s, scored_failure_times_s, horizon_s),
-        n_withdrawn=counts["withdrawn"], n_updated=counts["updated"], n_covered=covered,
-        n_with_interval=with_interval, observed_s=observed_s)
-
-
-def alert_summary(quality: AlertQuality, nominal_coverage: float | None) -> dict[str, Any]:
-    """The alert metrics of pooled quality, as :func:`metrics` reports them (``None``
-    where undefined); ``deploy/alert-quality`` reports the same from the Redis log.
-
-    Args:
-        quality: the pooled :class:`AlertQuality`.
-        nominal_coverage: the coverage the countdown interval was calibrated for, if any.
-    """
-    from model.evaluation.alert_metrics import storm_metrics
-
-    leads = np.asarray(quality.lead_times_s)
-    result = {
-        "alert_recall": quality.recall,
-        "alert_precision": quality.precision,
-        "n_failures": quality.n_failures,
-        "n_detected": quality.n_detected,
-        "n_raises": quality.n_raises,
-        "lead_time_median_s": float(np.median(leads)) if leads.size else None,
-        "lead_time_min_s": float(leads.min()) if leads.size else None,
-        "lead_time_max_s": float(leads.max()) if leads.size else None,
-        "alert_horizon_s": ALERT_HORIZON_S,
-        **storm_metrics(quality, quality.observed_s, nominal_coverage),
-    }
-    return {key: None if isinstance(value, float) and not math.isfinite(value) else value
-            for key, value in result.items()}
-
-
 def scored_failures(failure_samples: Sequence[int] | np.ndarray, first_sample: int,
                     last_sample: int, hop: int, horizon_samples: float) -> np.ndarray:
     """The failures that contiguous windows from ``first_sample`` to ``last_sample`` watched.
@@ -354,6 +300,8 @@ class PolicyRuns:
 
     def quality(self, config: AlertPolicyConfig) -> tuple[AlertQuality, list[AlertTransition]]:
         """Alert quality under ``config``, a fresh policy per run, and every transition."""
+        from model.evaluation.alert_metrics import transition_quality
+
         quality = AlertQuality()
         transitions: list[AlertTransition] = []
         for run_transitions, scored, observed in zip(
@@ -404,6 +352,8 @@ def metrics(parts: Sequence[tuple[RecordWindows, Prediction]], config: AlertPoli
         :func:`model.evaluation.alert_metrics.storm_metrics`; a metric that cannot be
         computed is ``None``.
     """
+    from model.evaluation import alert_metrics
+
     true = np.concatenate([windows.ttf_s for windows, _ in parts])
     predicted = np.concatenate([prediction.ttf_s for _, prediction in parts])
     quality = AlertQuality()
@@ -416,7 +366,8 @@ def metrics(parts: Sequence[tuple[RecordWindows, Prediction]], config: AlertPoli
                          else mean_absolute_error(true, np.full_like(true, baseline_ttf_s))),
         "baseline_ttf_s": baseline_ttf_s,
         "n_windows": int(true.size),
-        **alert_summary(quality, None if config.interval is None else config.interval.coverage),
+        **alert_metrics.alert_summary(
+            quality, None if config.interval is None else config.interval.coverage),
     }
     return {key: None if isinstance(value, float) and not math.isfinite(value) else value
             for key, value in result.items()}

@@ -14,7 +14,12 @@ from model.bundle import inference as bundle
 from model.bundle.inference import Prediction
 from model.data.simulate import simulate_blocks
 from model.evaluation import evaluate
-from model.evaluation.alert_metrics import alerts_in_force, interval_hits, storm_metrics
+from model.evaluation.alert_metrics import (
+    alerts_in_force,
+    interval_hits,
+    storm_metrics,
+    transition_quality,
+)
 from model.training import dataset, policy_tuning
 from stream import cli
 from stream.core.alert_policy import AlertPolicyConfig, AlertTransition
@@ -42,7 +47,7 @@ def test_storm_metrics_by_hand() -> None:
         _alert("raised", 29.0, 29.5, (29.3, 29.8)), _alert("updated", 29.6, 30.0, (29.9, 30.2)),
         _alert("cleared", 30.2),
     ]
-    quality = evaluate.transition_quality(transitions, [10.0, 30.0, 50.0], [10.0, 30.0, 50.0],
+    quality = transition_quality(transitions, [10.0, 30.0, 50.0], [10.0, 30.0, 50.0],
                                           observed_s=3600.0)
     result = storm_metrics(quality, quality.observed_s, 0.8)
     assert (quality.n_raises, quality.n_true_raises, quality.n_detected) == (4, 3, 2)
