@@ -29,7 +29,13 @@ TRAIN_FLAGS = ["--simulate", "40", "--sample-rate", "1e4", "--window", "4096", "
 EVALUATE_FIELDS = {"mae", "r2", "baseline_mae", "baseline_ttf_s", "alert_recall",
                    "alert_precision", "n_windows", "n_failures", "n_detected", "n_raises",
                    "lead_time_median_s", "lead_time_min_s", "lead_time_max_s",
-                   "alert_horizon_s", "model_version", "data"}
+                   "alert_horizon_s", "model_version", "data",
+                   # the calm-alert metrics (model/evaluation/alert_metrics.py)
+                   "raises_per_failure", "false_alarms_per_hour", "n_false_alarms",
+                   "missed_failures", "lead_time_p10_s", "lead_time_p50_s",
+                   "lead_time_p90_s", "withdrawn_per_hour", "n_withdrawn", "n_updated",
+                   "first_raise_precision", "observed_hours", "interval_coverage",
+                   "interval_nominal_coverage", "n_interval_failures"}
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
