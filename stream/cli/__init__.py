@@ -21,6 +21,7 @@ from stream.core.errors import LabquakeError
 # verb -> module that defines it; order is the order ``--help`` lists them in.
 VERB_MODULES: dict[str, str] = {
     "simulate": "stream.cli.simulate",
+    "label": "stream.cli.label",
     "train": "model.training.train",
     "evaluate": "model.evaluation.evaluate",
     "replay": "stream.app.replay",
