@@ -106,9 +106,9 @@ def check_labels(labels: np.ndarray, sample_rate: float, origin: RateOrigin,
         raise LabquakeError(f"{source}: its time_to_failure labels do not count down to "
                             "the failures; check the label column")
     rate = _rounded(implied)
-    read_at = {"assumed": f"the {sample_rate:g} Hz assumed for a CSV",
-               "given": f"the {sample_rate:g} Hz given",
-               "recorded": f"the {sample_rate:g} Hz the file records"}[origin]
+    read = _rounded(sample_rate)
+    read_at = {"assumed": f"the {read} Hz assumed for a CSV", "given": f"the {read} Hz given",
+               "recorded": f"the {read} Hz the file records"}[origin]
     advice = (f"write it again with sample_rate {rate}" if origin == "recorded"
               else f"pass --sample-rate {rate}")
     raise LabquakeError(f"{source}: its time_to_failure labels fall at the pace of "
