@@ -200,7 +200,7 @@ def envelope_blocks(envelope: Envelope, sample_rate: float = DEFAULT_SAMPLE_RATE
 
     Returns:
         An iterator of ``(acoustic_data int16, time_to_failure float64)`` pairs, as
-        :func:`model.records.write_record` takes them.
+        :func:`model.data.records.write_record` takes them.
 
     Raises:
         LabquakeError: a negative seed or too low a rate.

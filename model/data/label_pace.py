@@ -117,14 +117,14 @@ def check_labels(labels: np.ndarray, sample_rate: float, origin: RateOrigin,
 
 def checked_blocks(blocks: Iterator[_Block], origin: RateOrigin,
                    source: str | os.PathLike) -> Iterator[_Block]:
-    """``blocks`` (:class:`model.records.Block`) unchanged, once the labels of their first
+    """``blocks`` (:class:`model.data.records.Block`) unchanged, once the labels of their first
     ``EVIDENCE_SAMPLES`` passed :func:`check_labels` at the blocks' rate (those blocks are
     held until then; unlabelled ones pass at once).
 
     Example:
         >>> checked = checked_blocks(blocks, "assumed", "train.csv")  # doctest: +SKIP
     """
-    held = []
+    held: list[_Block] = []
     samples = 0
     for block in blocks:
         if block.time_to_failure is None:

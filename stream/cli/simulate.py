@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stream.config.arguments import span
+
 if TYPE_CHECKING:
     from model.data.segments import WrittenSegments
 
@@ -95,10 +97,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     envelope.add_argument("--stress-column", default="ShearStress", metavar="NAME",
                           help="the stress column, when there is no label column "
                                "(default ShearStress)")
-    envelope.add_argument("--fraction", type=_span, metavar="START:END",
+    envelope.add_argument("--fraction", type=span, metavar="START:END",
                           help="keep a chronological fraction of the rows, e.g. 0:0.7 (the "
                                "first 70 %%) or 0.7:1 (the last 30 %%); the two share no row")
-    envelope.add_argument("--time-range", type=_span, metavar="START:END",
+    envelope.add_argument("--time-range", type=span, metavar="START:END",
                           help="keep the rows with START <= time < END, in seconds of the "
                                "time column (an end may be left out, e.g. 3900:)")
     parser.add_argument("--json", action="store_true",
@@ -235,19 +237,6 @@ def _write_segments(args: argparse.Namespace, started: float) -> int:
               f"{written.sample_rate:g} Hz, seed {written.seed}) and {TRUTH_FILENAME} to "
               f"{written.folder}")
     return 0
-
-
-def _span(text: str) -> tuple[float, float]:
-    """``START:END`` as two numbers; a missing side is open (``-inf`` or ``inf``)."""
-    start, colon, end = text.partition(":")
-    if not colon:
-        raise argparse.ArgumentTypeError(f"{text!r} is not START:END, e.g. 0:0.7")
-    try:
-        return (float(start) if start.strip() else -math.inf,
-                float(end) if end.strip() else math.inf)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not START:END of numbers, "
-                                         "e.g. 0:0.7") from None
 
 
 def _write_envelope(args: argparse.Namespace, started: float) -> int:
