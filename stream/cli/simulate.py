@@ -53,7 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         >>> _ = add_parser(parser.add_subparsers())
     """
     parser = subparsers.add_parser(
-        VERB, help="write a synthetic lab-earthquake record (LANL CSV or .npz)",
+        VERB, help="write a synthetic lab-earthquake record (LANL CSV or .npz), or "
+                   "one rendered from a lab table of AE variance (--envelope)",
         description="Simulate the acoustic emission of a laboratory fault in stick-slip and "
                     "write it with its time to failure: LANL CSV (.csv) or compact NumPy "
                     ".npz, chosen by the suffix of --out. With --segments N, write instead N "
