@@ -12,8 +12,8 @@ little-endian.
 | 6          | 2    | u16     | flags, 0 in v1 (reserved)                                 |
 | 8          | 4    | u32     | CRC-32 (zlib) of every byte of the message except these 4 |
 | 12         | 4    | u32     | sample count n, 1 ≤ n ≤ ``MAX_SAMPLES``                   |
-| 16         | 8    | i64     | ``first_sample``: index of the first sample, ≥ 0          |
-| 24         | 8    | f64     | ``sample_rate`` in Hz, finite, > 0                        |
+| 16         | 8    | i64     | ``first_sample``: index of the first sample (range below) |
+| 24         | 8    | f64     | ``sample_rate`` in Hz (range below)                       |
 | 32         | 8    | f64     | ``start_time``: instrument clock of the first sample, s   |
 | 40         | 1    | u8      | instrument id length Li, 1..``MAX_ID_BYTES``              |
 | 41         | 1    | u8      | channel id length Lc, 1..``MAX_ID_BYTES``                 |
@@ -23,6 +23,18 @@ little-endian.
 
 The message is exactly ``42 + Li + Lc + 2n`` bytes. Identifiers are printable text
 without ``/`` (so the Kafka key ``instrument/channel`` names one stream only).
+
+Every number is range-checked, so that no valid-checksum message can carry a value the
+monitor's arithmetic cannot take:
+
+- ``sample_rate`` in [``MIN_SAMPLE_RATE``, ``MAX_SAMPLE_RATE``] = [0.001 Hz, 1 GHz]: a
+  Penn State row rate (10 Hz) and a fast AE digitiser (tens of MHz) both fit, while a
+  rate such as 1e300 or 5e-324 (which would size a stream's context at 1e295 rows, or
+  divide to zero) does not;
+- ``first_sample`` ≥ 0 and ``first_sample + n`` ≤ ``MAX_END_SAMPLE`` = 2**62, so a
+  window cut on the counter, rounded up to its hop, stays far inside int64;
+- ``|start_time|`` ≤ ``MAX_ABS_START_TIME`` (1e12 s, about 31,700 years), so a time
+  extrapolated across a window stays finite.
 The checksum catches a message damaged between instrument and monitor (a bad
 producer, a truncated file) so it goes to the dead-letter topic instead of feeding
 wrong samples into a window.
@@ -56,7 +68,12 @@ DTYPE_INT16_LE = 1
 SAMPLE_DTYPE = np.dtype("<i2")
 MAX_SAMPLES = 1_048_576
 MAX_ID_BYTES = 64
-MAX_FIRST_SAMPLE = 2**63 - 1
+# The counter's range leaves room for windows, hops and sums past a chunk's end in int64.
+MAX_END_SAMPLE = 2**62
+MAX_FIRST_SAMPLE = MAX_END_SAMPLE - 1
+MIN_SAMPLE_RATE = 1e-3
+MAX_SAMPLE_RATE = 1e9
+MAX_ABS_START_TIME = 1e12
 KEY_SEPARATOR = "/"
 
 # magic, version, dtype, flags, crc, count, first_sample, sample_rate, start_time,
@@ -106,9 +123,11 @@ class Chunk:
     Args:
         instrument: instrument id, printable, no ``/``, 1..64 UTF-8 bytes.
         channel: channel id, same rules.
-        first_sample: index of ``samples[0]`` on the instrument's sample counter, ≥ 0.
-        sample_rate: samples per second (Hz), finite and > 0.
-        start_time: instrument clock time of ``samples[0]`` in seconds, finite.
+        first_sample: index of ``samples[0]`` on the instrument's sample counter, ≥ 0,
+            and ``first_sample + len(samples)`` ≤ ``MAX_END_SAMPLE``.
+        sample_rate: samples per second (Hz), in [``MIN_SAMPLE_RATE``, ``MAX_SAMPLE_RATE``].
+        start_time: instrument clock time of ``samples[0]`` in seconds, at most
+            ``MAX_ABS_START_TIME`` from 0.
         samples: 1-D int16 array of 1..``MAX_SAMPLES`` samples.
 
     Example:
@@ -129,15 +148,17 @@ class Chunk:
         check_id("instrument", self.instrument)
         check_id("channel", self.channel)
         first_sample = _as_int("first_sample", self.first_sample)
-        if not 0 <= first_sample <= MAX_FIRST_SAMPLE:
-            raise BadHeader(f"first_sample must be in [0, 2**63), got {first_sample}")
-        sample_rate = _as_float("sample_rate", self.sample_rate)
-        if not (math.isfinite(sample_rate) and sample_rate > 0):
-            raise BadHeader(f"sample_rate must be finite and > 0 Hz, got {sample_rate!r}")
-        start_time = _as_float("start_time", self.start_time)
-        if not math.isfinite(start_time):
-            raise BadHeader(f"start_time must be finite, got {start_time!r}")
         samples = _check_samples(self.samples)
+        if not 0 <= first_sample <= MAX_END_SAMPLE - len(samples):
+            raise BadHeader(f"first_sample {first_sample} with {len(samples)} samples leaves "
+                            f"the counter's range: first_sample + samples must be in "
+                            f"[0, 2**62]")
+        sample_rate = _as_float("sample_rate", self.sample_rate)
+        check_sample_rate(sample_rate, BadHeader)
+        start_time = _as_float("start_time", self.start_time)
+        if not (math.isfinite(start_time) and abs(start_time) <= MAX_ABS_START_TIME):
+            raise BadHeader(f"start_time must be finite and within ±{MAX_ABS_START_TIME:g} s,"
+                            f" got {start_time!r}")
         # Normalise numpy scalars and the like to plain Python values once, here.
         object.__setattr__(self, "first_sample", first_sample)
         object.__setattr__(self, "sample_rate", sample_rate)
@@ -281,6 +302,14 @@ def message_key(instrument: str, channel: str) -> bytes:
     check_id("instrument", instrument)
     check_id("channel", channel)
     return f"{instrument}{KEY_SEPARATOR}{channel}".encode()
+
+
+def check_sample_rate(sample_rate: float, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless ``sample_rate`` (Hz) is in the range a chunk may carry."""
+    if not (isinstance(sample_rate, int | float) and math.isfinite(sample_rate)
+            and MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE):
+        raise error(f"sample_rate must be from {MIN_SAMPLE_RATE:g} to {MAX_SAMPLE_RATE:g} Hz,"
+                    f" got {sample_rate!r}")
 
 
 def _checksum(message: bytes | bytearray) -> int:

@@ -143,17 +143,25 @@ class Pipeline:
     def add(self, chunk: Chunk) -> list[Event]:
         """Take one chunk; return the events of any batch it completed, or its rejection."""
         stream = self._stream(chunk.stream_id)
-        if stream.sample_rate is None:
-            stream.sample_rate = chunk.sample_rate
-        elif chunk.sample_rate != stream.sample_rate:
+        refusal = self._refusal(stream, chunk)
+        if refusal is None:
+            try:
+                items = stream.accumulator.add(chunk)
+            except (ArithmeticError, ValueError, MemoryError) as error:
+                # Unreachable for a chunk the wire accepts; should it happen, the one
+                # stream starts its windows afresh and the chunk is refused, rather than
+                # the monitor (and every stream of the partition) stopping on it.
+                log.error("%s/%s: the chunk at sample %d could not be taken (%s: %s); "
+                          "the stream's windows start afresh", *chunk.stream_id,
+                          chunk.first_sample, type(error).__name__, error)
+                stream.accumulator = WindowAccumulator(self.window, self.hop)
+                refusal = f"Unprocessable: {type(error).__name__}: {error}"
+        if refusal is not None:
             self.counters.rejected_chunks += 1
-            return [RejectedChunkEvent(*chunk.stream_id, chunk.first_sample, (
-                f"SampleRateMismatch: the chunk at sample {chunk.first_sample} is at "
-                f"{chunk.sample_rate!r} Hz, its stream {chunk.instrument}/{chunk.channel} at "
-                f"{stream.sample_rate!r} Hz; send another rate as another channel"))]
+            return [RejectedChunkEvent(*chunk.stream_id, chunk.first_sample, refusal)]
         self.counters.chunks += 1
         events: list[Event] = []
-        for item in stream.accumulator.add(chunk):
+        for item in items:
             if isinstance(item, Window):
                 seen = stream.policy.last_window_end_sample
                 if seen is not None and item.last_sample <= seen:
@@ -256,6 +264,27 @@ class Pipeline:
                              context_state=state.get("context") if state else None)
             self._streams[stream_id] = stream
         return stream
+
+    def _refusal(self, stream: _Stream, chunk: Chunk) -> str | None:
+        """Why ``chunk`` cannot join its stream (one line), or ``None``."""
+        if stream.sample_rate is not None:
+            if chunk.sample_rate == stream.sample_rate:
+                return None
+            return (f"SampleRateMismatch: the chunk at sample {chunk.first_sample} is at "
+                    f"{chunk.sample_rate!r} Hz, its stream {chunk.instrument}/{chunk.channel} "
+                    f"at {stream.sample_rate!r} Hz; send another rate as another channel")
+        if getattr(self.predictor, "context", None) is not None:
+            # The context is sized by the rate: one the model cannot keep is refused now,
+            # at the stream's first chunk, not in a batch shared with other streams.
+            try:
+                context = self.predictor.new_context(chunk.sample_rate, self.hop)
+            except (ValueError, ArithmeticError, MemoryError) as error:
+                self._streams.pop(chunk.stream_id, None)
+                return f"UnsupportedRate: {chunk.sample_rate!r} Hz: {error}"
+            if stream.context_state is None:
+                stream.context = context
+        stream.sample_rate = chunk.sample_rate
+        return None
 
     def _enqueue(self, stream_id: StreamId, stream: _Stream, window: Window) -> None:
         if not self._pending:

@@ -75,7 +75,19 @@ import numpy as np
 from stream.config.arguments import at_least, finite_number, positive_or_endless
 from stream.config.options import Settings, add_options, resolve
 from stream.core.errors import LabquakeError, ServiceUnavailable
-from stream.core.wire import HEADER_SIZE, SAMPLE_DTYPE, Chunk, WireError, encode, message_key
+from stream.core.wire import (
+    HEADER_SIZE,
+    MAX_ABS_START_TIME,
+    MAX_FIRST_SAMPLE,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    SAMPLE_DTYPE,
+    Chunk,
+    WireError,
+    check_sample_rate,
+    encode,
+    message_key,
+)
 from stream.io.kafka_logging import quiet_kafka_logs
 from stream.io.security import kafka_client_options
 
@@ -163,7 +175,7 @@ class Chunker:
     Args:
         instrument: instrument id (the rules of :class:`~stream.core.wire.Chunk`).
         channel: channel id.
-        sample_rate: samples per second, finite and > 0.
+        sample_rate: samples per second, in the range ``stream.core.wire`` allows.
         chunk_samples: samples per chunk, 1..``MAX_CHUNK_SAMPLES``.
         first_sample: counter index of the first sample pushed, ≥ 0.
         start_time: instrument clock (s) of the first sample; ``None`` means
@@ -194,15 +206,21 @@ class Chunker:
             raise LabquakeError(
                 f"chunk size {chunk_samples!r} must be a whole number"
                 f" from 1 to {MAX_CHUNK_SAMPLES}")
-        if not (isinstance(first_sample, int | np.integer) and first_sample >= 0):
-            raise LabquakeError(f"first sample {first_sample!r} must be a whole number ≥ 0")
+        if not (isinstance(first_sample, int | np.integer)
+                and 0 <= first_sample <= MAX_FIRST_SAMPLE):
+            raise LabquakeError(f"first sample {first_sample!r} must be a whole number from 0"
+                                f" to 2**62 - 1 ({MAX_FIRST_SAMPLE})")
         sample_rate = float(sample_rate)
-        if not (math.isfinite(sample_rate) and sample_rate > 0):
-            raise LabquakeError(f"sample rate {sample_rate!r} Hz must be finite and > 0")
+        try:
+            check_sample_rate(sample_rate)
+        except ValueError as error:
+            raise LabquakeError(f"sample rate: {error}; give the instrument's rate in Hz"
+                                ) from None
         if start_time is None:
             start_time = int(first_sample) / sample_rate
-        if not math.isfinite(start_time):
-            raise LabquakeError(f"start time {start_time!r} s must be finite")
+        if not (math.isfinite(start_time) and abs(start_time) <= MAX_ABS_START_TIME):
+            raise LabquakeError(f"start time {start_time!r} s must be finite and within "
+                                f"±{MAX_ABS_START_TIME:g} s")
         self.instrument = instrument
         self.channel = channel
         self.sample_rate = sample_rate
@@ -282,8 +300,12 @@ class Chunker:
         return chunk
 
     def _chunk(self, first_sample: int, samples: np.ndarray) -> Chunk:
-        return Chunk(self.instrument, self.channel, first_sample, self.sample_rate,
-                     self.time_of(first_sample), samples)
+        try:
+            return Chunk(self.instrument, self.channel, first_sample, self.sample_rate,
+                         self.time_of(first_sample), samples)
+        except WireError as error:  # the counter or the clock ran out of the wire's range
+            raise LabquakeError(f"cannot send the chunk at sample {first_sample}: {error}"
+                                ) from None
 
 
 def send_deadline(start: float, samples: int, rate: float) -> float:
@@ -897,10 +919,18 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise LabquakeError("--stdin needs --sample-rate HZ: raw samples do not carry their rate")
     if args.chunk > MAX_CHUNK_SAMPLES:
         raise LabquakeError(f"--chunk {args.chunk} is above the limit {MAX_CHUNK_SAMPLES}")
-    for name in ("sample_rate", "rate"):
-        value = getattr(args, name)
-        if value is not None and math.isinf(value):
-            raise LabquakeError(f"--{name.replace('_', '-')} must be finite")
+    if args.rate is not None and math.isinf(args.rate):
+        raise LabquakeError("--rate must be finite")
+    if args.sample_rate is not None:
+        try:
+            check_sample_rate(args.sample_rate)
+        except ValueError:
+            raise LabquakeError(
+                f"--sample-rate {args.sample_rate:g} is outside {MIN_SAMPLE_RATE:g} to "
+                f"{MAX_SAMPLE_RATE:g} Hz; give the instrument's rate in Hz") from None
+    if args.first_sample > MAX_FIRST_SAMPLE:
+        raise LabquakeError(f"--first-sample {args.first_sample} is above the counter's "
+                            f"limit 2**62 - 1 ({MAX_FIRST_SAMPLE})")
 
 
 def _open_source(args: argparse.Namespace) -> _Source:

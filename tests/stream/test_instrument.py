@@ -163,6 +163,8 @@ def test_other_samples_are_refused_with_a_reason(values, message):
     ({"first_sample": -1}, "first sample"),
     ({"sample_rate": float("nan")}, "sample rate"),
     ({"sample_rate": 0.0}, "sample rate"),
+    ({"sample_rate": 1e300}, "sample rate"),
+    ({"first_sample": 2**63 - 808}, "first sample"),
     ({"start_time": float("inf")}, "start time"),
 ])
 def test_bad_chunker_arguments_are_refused(kwargs, message):
@@ -364,6 +366,9 @@ def test_flags_argparse_refuses(argv):
     (["--data", "x.npz", "--seed", "1"], "with --simulate only"),
     (["--simulate", "--chunk", str(MAX_CHUNK_SAMPLES + 1)], "above the limit"),
     (["--simulate", "--rate", "inf"], "finite"),
+    (["--stdin", "--sample-rate", "1e300"], "outside 0.001 to 1e\\+09 Hz"),
+    (["--stdin", "--sample-rate", "inf"], "outside"),
+    (["--simulate", "--first-sample", "9223372036854775000"], "counter's limit"),
 ])
 def test_flag_combinations_that_do_not_fit_are_refused(argv, message):
     with pytest.raises(LabquakeError, match=message):

@@ -67,9 +67,9 @@ def _valid_id(text: str) -> bool:
 def chunks(draw) -> wire.Chunk:
     return wire.Chunk(
         draw(_identifiers()), draw(_identifiers()),
-        draw(st.integers(0, wire.MAX_FIRST_SAMPLE)),
-        draw(st.floats(min_value=1e-3, max_value=1e9)),
-        draw(st.floats(allow_nan=False, allow_infinity=False)),
+        draw(st.integers(0, wire.MAX_FIRST_SAMPLE - 64)),
+        draw(st.floats(min_value=wire.MIN_SAMPLE_RATE, max_value=wire.MAX_SAMPLE_RATE)),
+        draw(st.floats(min_value=-wire.MAX_ABS_START_TIME, max_value=wire.MAX_ABS_START_TIME)),
         draw(hnp.arrays(np.int16, st.integers(1, 64))),
     )
 
