@@ -29,6 +29,7 @@ VERB_MODULES: dict[str, str] = {
     "monitor": "stream.app.monitor",
     "alerts": "stream.app.subscriber",
     "predict": "model.evaluation.predict",
+    "stamp": "stream.cli.stamp",
     "dashboard": "stream.app.dashboard",
     "bench": "stream.tools.bench",
     "soak": "stream.tools.soak",
