@@ -1,4 +1,4 @@
-"""Binary wire format of one sample chunk (version 1): what a Kafka message value holds.
+"""Binary wire format of one sample chunk (versions 1 and 2): what a Kafka message holds.
 
 A chunk is a run of consecutive samples from one stream (instrument, channel): a
 small header, two identifiers and a little-endian int16 payload. All numbers are
@@ -7,7 +7,7 @@ little-endian.
 | offset     | size | type    | meaning                                                   |
 | ---------- | ---- | ------- | --------------------------------------------------------- |
 | 0          | 4    | bytes   | magic ``b"LQAE"`` (Labquake Acoustic Emission)            |
-| 4          | 1    | u8      | format version, 1                                         |
+| 4          | 1    | u8      | format version, 1 or 2                                    |
 | 5          | 1    | u8      | dtype code, 1 = int16 little-endian (the only one in v1) |
 | 6          | 2    | u16     | flags, 0 in v1 (reserved)                                 |
 | 8          | 4    | u32     | CRC-32 (zlib) of every byte of the message except these 4 |
@@ -21,7 +21,19 @@ little-endian.
 | 42+Li      | Lc   | UTF-8   | channel id                                                |
 | 42+Li+Lc   | 2n   | int16[] | the samples                                               |
 
-The message is exactly ``42 + Li + Lc + 2n`` bytes. Identifiers are printable text
+The message is exactly ``42 + Li + Lc + 2n`` bytes. Version 2 inserts one field after
+the channel id length, so the ids and samples start 4 bytes later (``46 + Li + Lc + 2n``
+bytes in all):
+
+| offset     | size | type    | meaning                                                   |
+| ---------- | ---- | ------- | --------------------------------------------------------- |
+| 42         | 4    | u32     | ``run``: the instrument's run (boot) id                   |
+
+A run is one uninterrupted life of the instrument's sample counter: an instrument that
+reboots and counts from 0 again starts a new run, and says so with another run id (a
+boot counter, say). The monitor then cuts the new run's windows afresh. A version-1
+chunk has no run id (``Chunk.run`` is ``None``); for it, the monitor infers a new run
+from the counter jumping back (``stream.pipeline``). Identifiers are printable text
 without ``/`` (so the Kafka key ``instrument/channel`` names one stream only).
 
 Every number is range-checked, so that no valid-checksum message can carry a value the
@@ -63,7 +75,9 @@ import zlib
 import numpy as np
 
 MAGIC = b"LQAE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written for a chunk with a run id; version 1 without one
+READ_VERSIONS = (1, 2)
+MAX_RUN_ID = 2**32 - 1
 DTYPE_INT16_LE = 1
 SAMPLE_DTYPE = np.dtype("<i2")
 MAX_SAMPLES = 1_048_576
@@ -79,13 +93,15 @@ KEY_SEPARATOR = "/"
 # magic, version, dtype, flags, crc, count, first_sample, sample_rate, start_time,
 # instrument length, channel length.
 _HEADER = struct.Struct("<4sBBHIIqddBB")
+_RUN = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size
+HEADER_SIZE_V2 = HEADER_SIZE + _RUN.size
 _CRC_OFFSET = 8
 _CRC_END = _CRC_OFFSET + 4
 
 
 class WireError(ValueError):
-    """A message is not a valid version-1 chunk; ``str(error)`` says why in one line."""
+    """A message is not a valid chunk; ``str(error)`` says why in one line."""
 
 
 class BadMagic(WireError):
@@ -129,6 +145,8 @@ class Chunk:
         start_time: instrument clock time of ``samples[0]`` in seconds, at most
             ``MAX_ABS_START_TIME`` from 0.
         samples: 1-D int16 array of 1..``MAX_SAMPLES`` samples.
+        run: the instrument's run (boot) id, 0..2**32 - 1, or ``None`` (unknown, as in a
+            version-1 message).
 
     Example:
         >>> import numpy as np
@@ -143,6 +161,7 @@ class Chunk:
     sample_rate: float
     start_time: float
     samples: np.ndarray
+    run: int | None = None
 
     def __post_init__(self) -> None:
         check_id("instrument", self.instrument)
@@ -159,6 +178,11 @@ class Chunk:
         if not (math.isfinite(start_time) and abs(start_time) <= MAX_ABS_START_TIME):
             raise BadHeader(f"start_time must be finite and within ±{MAX_ABS_START_TIME:g} s,"
                             f" got {start_time!r}")
+        if self.run is not None:
+            run = _as_int("run", self.run)
+            if not 0 <= run <= MAX_RUN_ID:
+                raise BadHeader(f"run id must be in 0..{MAX_RUN_ID}, got {run}")
+            object.__setattr__(self, "run", run)
         # Normalise numpy scalars and the like to plain Python values once, here.
         object.__setattr__(self, "first_sample", first_sample)
         object.__setattr__(self, "sample_rate", sample_rate)
@@ -189,13 +213,14 @@ class Chunk:
 
 
 def encode(chunk: Chunk) -> bytes:
-    """Serialise a chunk to the version-1 byte layout of this module.
+    """Serialise a chunk: version 2 when it has a run id, version 1 when not.
 
     Args:
         chunk: the chunk (already validated by its constructor).
 
     Returns:
-        The message bytes, ``HEADER_SIZE + Li + Lc + 2 * len(chunk.samples)`` long.
+        The message bytes, ``HEADER_SIZE + Li + Lc + 2 * len(chunk.samples)`` long
+        (``HEADER_SIZE_V2 + ...`` with a run id).
 
     Example:
         >>> import numpy as np
@@ -205,9 +230,11 @@ def encode(chunk: Chunk) -> bytes:
     instrument = chunk.instrument.encode("utf-8")
     channel = chunk.channel.encode("utf-8")
     message = bytearray(_HEADER.pack(
-        MAGIC, FORMAT_VERSION, DTYPE_INT16_LE, 0, 0, len(chunk.samples), chunk.first_sample,
-        chunk.sample_rate, chunk.start_time, len(instrument), len(channel),
+        MAGIC, 1 if chunk.run is None else 2, DTYPE_INT16_LE, 0, 0, len(chunk.samples),
+        chunk.first_sample, chunk.sample_rate, chunk.start_time, len(instrument), len(channel),
     ))
+    if chunk.run is not None:
+        message += _RUN.pack(chunk.run)
     message += instrument
     message += channel
     message += chunk.samples.astype(SAMPLE_DTYPE, copy=False).tobytes()
@@ -216,7 +243,7 @@ def encode(chunk: Chunk) -> bytes:
 
 
 def decode(data: bytes) -> Chunk:
-    """Parse and validate one version-1 message.
+    """Parse and validate one message of version 1 or 2.
 
     Checks run cheapest first: header size, magic, version, dtype, flags, sample
     count limit and identifier lengths, then the total length, then the checksum,
@@ -251,15 +278,21 @@ def decode(data: bytes) -> Chunk:
      instrument_length, channel_length) = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BadMagic(f"message starts with {magic!r}, not {MAGIC!r}: not a labquake chunk")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise UnsupportedVersion(
-            f"format version {version} is not supported (this reader knows {FORMAT_VERSION});"
-            " upgrade labquake"
+            f"format version {version} is not supported (this reader knows "
+            f"{', '.join(map(str, READ_VERSIONS))}); upgrade labquake"
         )
     if dtype_code != DTYPE_INT16_LE:
-        raise BadHeader(f"dtype code {dtype_code} is unknown (version 1 knows 1 = int16 LE)")
+        raise BadHeader(f"dtype code {dtype_code} is unknown (version {version} knows 1 ="
+                        " int16 LE)")
     if flags != 0:
-        raise BadHeader(f"flags are 0x{flags:04x}, must be 0 in version 1")
+        raise BadHeader(f"flags are 0x{flags:04x}, must be 0 in version {version}")
+    header_size = HEADER_SIZE if version == 1 else HEADER_SIZE_V2
+    if len(data) < header_size:
+        raise BadHeader(f"message is {len(data)} bytes, shorter than the {header_size}-byte "
+                        f"header of version {version}")
+    run = None if version == 1 else _RUN.unpack_from(data, HEADER_SIZE)[0]
     if count > MAX_SAMPLES:
         raise TooLarge(f"header declares {count} samples, more than the limit {MAX_SAMPLES}")
     if count == 0:
@@ -267,7 +300,7 @@ def decode(data: bytes) -> Chunk:
     for name, length in (("instrument", instrument_length), ("channel", channel_length)):
         if not 1 <= length <= MAX_ID_BYTES:
             raise BadHeader(f"{name} id length {length} is outside 1..{MAX_ID_BYTES} bytes")
-    payload_offset = HEADER_SIZE + instrument_length + channel_length
+    payload_offset = header_size + instrument_length + channel_length
     expected_length = payload_offset + 2 * count
     if len(data) != expected_length:
         raise BadPayload(
@@ -277,10 +310,10 @@ def decode(data: bytes) -> Chunk:
     actual_crc = _checksum(data)
     if actual_crc != crc:
         raise BadChecksum(f"CRC-32 is 0x{actual_crc:08x}, header says 0x{crc:08x}: damaged message")
-    instrument = _decode_id("instrument", data[HEADER_SIZE:HEADER_SIZE + instrument_length])
-    channel = _decode_id("channel", data[HEADER_SIZE + instrument_length:payload_offset])
+    instrument = _decode_id("instrument", data[header_size:header_size + instrument_length])
+    channel = _decode_id("channel", data[header_size + instrument_length:payload_offset])
     samples = np.frombuffer(data, dtype=SAMPLE_DTYPE, count=count, offset=payload_offset)
-    return Chunk(instrument, channel, first_sample, sample_rate, start_time, samples)
+    return Chunk(instrument, channel, first_sample, sample_rate, start_time, samples, run)
 
 
 def message_key(instrument: str, channel: str) -> bytes:

@@ -76,9 +76,10 @@ from stream.config.arguments import at_least, finite_number, positive_or_endless
 from stream.config.options import Settings, add_options, resolve
 from stream.core.errors import LabquakeError, ServiceUnavailable
 from stream.core.wire import (
-    HEADER_SIZE,
+    HEADER_SIZE_V2,
     MAX_ABS_START_TIME,
     MAX_FIRST_SAMPLE,
+    MAX_RUN_ID,
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     SAMPLE_DTYPE,
@@ -196,7 +197,7 @@ class Chunker:
 
     def __init__(self, instrument: str, channel: str = DEFAULT_CHANNEL, *, sample_rate: float,
                  chunk_samples: int = DEFAULT_CHUNK_SAMPLES, first_sample: int = 0,
-                 start_time: float | None = None) -> None:
+                 start_time: float | None = None, run: int = 0) -> None:
         try:
             message_key(instrument, channel)
         except WireError as error:
@@ -221,9 +222,12 @@ class Chunker:
         if not (math.isfinite(start_time) and abs(start_time) <= MAX_ABS_START_TIME):
             raise LabquakeError(f"start time {start_time!r} s must be finite and within "
                                 f"±{MAX_ABS_START_TIME:g} s")
+        if not (isinstance(run, int | np.integer) and 0 <= run <= MAX_RUN_ID):
+            raise LabquakeError(f"run id {run!r} must be a whole number from 0 to {MAX_RUN_ID}")
         self.instrument = instrument
         self.channel = channel
         self.sample_rate = sample_rate
+        self.run = int(run)
         self.chunk_samples = int(chunk_samples)
         self.origin = int(first_sample)
         self.start_time = float(start_time)
@@ -302,7 +306,7 @@ class Chunker:
     def _chunk(self, first_sample: int, samples: np.ndarray) -> Chunk:
         try:
             return Chunk(self.instrument, self.channel, first_sample, self.sample_rate,
-                         self.time_of(first_sample), samples)
+                         self.time_of(first_sample), samples, self.run)
         except WireError as error:  # the counter or the clock ran out of the wire's range
             raise LabquakeError(f"cannot send the chunk at sample {first_sample}: {error}"
                                 ) from None
@@ -613,10 +617,11 @@ class InstrumentProducer:
                  chunk_samples: int = DEFAULT_CHUNK_SAMPLES, first_sample: int = 0,
                  start_time: float | None = None, partitions: int = DEFAULT_PARTITIONS,
                  replication_factor: int = DEFAULT_REPLICATION_FACTOR,
-                 compression: str | None = None, sink: ChunkSink | None = None) -> None:
+                 compression: str | None = None, sink: ChunkSink | None = None,
+                 run: int = 0) -> None:
         self._chunker = Chunker(instrument, channel, sample_rate=sample_rate,
                                 chunk_samples=chunk_samples, first_sample=first_sample,
-                                start_time=start_time)
+                                start_time=start_time, run=run)
         self._key = message_key(instrument, channel)
         if sink is None:
             settings = settings or resolve()
@@ -882,6 +887,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "the index the last run printed)")
     parser.add_argument("--start-time", type=finite_number, default=None, metavar="S",
                         help="instrument clock of the first sample (default first-sample/rate)")
+    parser.add_argument("--run-id", type=at_least(0), default=0, metavar="N",
+                        help="the instrument's run (boot) id, sent with every chunk: give a "
+                             "new one each time the instrument starts counting again, the same "
+                             "one to resume a run (default 0; the monitor also takes a counter "
+                             "that goes back by more than 10 s as a new run)")
     parser.add_argument("--partitions", type=at_least(1), default=DEFAULT_PARTITIONS,
                         metavar="N",
                         help=f"partitions if the topic is created (default {DEFAULT_PARTITIONS})")
@@ -928,6 +938,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise LabquakeError(
                 f"--sample-rate {args.sample_rate:g} is outside {MIN_SAMPLE_RATE:g} to "
                 f"{MAX_SAMPLE_RATE:g} Hz; give the instrument's rate in Hz") from None
+    if args.run_id > MAX_RUN_ID:
+        raise LabquakeError(f"--run-id {args.run_id} is above the limit {MAX_RUN_ID}")
     if args.first_sample > MAX_FIRST_SAMPLE:
         raise LabquakeError(f"--first-sample {args.first_sample} is above the counter's "
                             f"limit 2**62 - 1 ({MAX_FIRST_SAMPLE})")
@@ -976,6 +988,7 @@ def run(args: argparse.Namespace) -> int:
     producer = InstrumentProducer(
         args.instrument, args.channel, sample_rate=source.sample_rate, settings=settings,
         chunk_samples=args.chunk, first_sample=args.first_sample, start_time=args.start_time,
+        run=args.run_id,
         partitions=args.partitions, replication_factor=args.replication_factor,
         compression=None if args.compression == "none" else args.compression)
     pace_rate = source.sample_rate if args.realtime else args.rate
@@ -1039,7 +1052,7 @@ def produce_report(producer: InstrumentProducer, topic: str, elapsed_s: float,
     samples = producer.samples_sent
     # Every message is the wire header, the two ids and two bytes a sample.
     id_bytes = len(producer.instrument.encode()) + len(producer.channel.encode())
-    message_bytes = producer.chunks_sent * (HEADER_SIZE + id_bytes) + (
+    message_bytes = producer.chunks_sent * (HEADER_SIZE_V2 + id_bytes) + (
         samples * SAMPLE_DTYPE.itemsize)
     return {"topic": topic, "instrument": producer.instrument, "channel": producer.channel,
             "sample_rate": float(producer.sample_rate), "first_sample": producer.position - samples,

@@ -28,7 +28,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream.core.errors import ServiceUnavailable
-from stream.core.events import AlertEvent, Event, GapEvent, PredictionEvent, StreamId
+from stream.core.events import (
+    AlertEvent,
+    Event,
+    GapEvent,
+    PredictionEvent,
+    RunEvent,
+    StreamId,
+)
 from stream.io.redis_names import RedisNames
 
 log = logging.getLogger(__name__)
@@ -158,7 +165,9 @@ class RedisSink:
                 self._log_alert(
                     keys=[self.names.alert_log, self.names.alert_marks,
                           self.names.alerts_channel],
-                    args=[stream_field((event.instrument, event.channel)),
+                    # A stream's later runs count their windows from 0 again: each run
+                    # keeps its own mark, named like its alert ids.
+                    args=[event.alert_id.rpartition("@")[0],
                           event.window_end_sample, json.dumps(event.to_json()),
                           ALERT_LOG_MAXLEN],
                     client=pipe,
@@ -166,6 +175,11 @@ class RedisSink:
         for event in events:
             if isinstance(event, GapEvent):
                 pipe.hincrby(self.names.state(event.instrument), "gaps", 1)
+            elif isinstance(event, RunEvent):
+                # The recent predictions plot the current run: the old run's go (their
+                # entry ids, the counter, would refuse the new run's).
+                pipe.delete(self.names.predictions(event.instrument, event.channel))
+                pipe.hset(self.names.state(event.instrument), "run", event.run)
             elif isinstance(event, PredictionEvent):
                 self._log_prediction(
                     keys=[self.names.predictions(event.instrument, event.channel)],

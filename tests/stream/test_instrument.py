@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.core.errors import LabquakeError, ServiceUnavailable
-from stream.core.wire import Chunk, decode
+from stream.core.wire import Chunk, decode, encode
 from stream.io.instrument import (
     MAX_CHUNK_SAMPLES,
     Chunker,
@@ -380,3 +380,11 @@ def test_good_flags_pass_and_keep_their_defaults():
     check_arguments(args)
     assert (args.channel, args.chunk, args.first_sample, args.partitions) == ("ae0", 4096, 0, 1)
     assert args.seconds == float("inf") and args.realtime and args.bootstrap is None
+
+
+def test_the_chunker_sends_its_run_id_in_version_2():
+    chunker = Chunker("rig1", "ae0", sample_rate=1e3, chunk_samples=4, run=9)
+    chunk = chunker.push(np.arange(4, dtype=np.int16))[0]
+    assert chunk.run == 9 and decode(encode(chunk)).run == 9
+    with pytest.raises(LabquakeError, match="run id"):
+        Chunker("rig1", "ae0", sample_rate=1e3, run=2**32)

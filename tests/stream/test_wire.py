@@ -49,6 +49,7 @@ chunks = st.builds(
     sample_rate=st.floats(min_value=MIN_SAMPLE_RATE, max_value=MAX_SAMPLE_RATE),
     start_time=st.floats(min_value=-MAX_ABS_START_TIME, max_value=MAX_ABS_START_TIME),
     samples=hnp.arrays(np.int16, st.integers(1, 300)),
+    run=st.none() | st.integers(0, 2**32 - 1),
 )
 
 
@@ -93,8 +94,21 @@ def test_round_trip_keeps_every_field(chunk):
     assert math.copysign(1, decoded.start_time) == math.copysign(1, chunk.start_time)
     assert decoded.start_time == chunk.start_time
     assert decoded.samples.dtype == np.int16
+    assert decoded.run == chunk.run
+    assert data[4] == (1 if chunk.run is None else 2)
     np.testing.assert_array_equal(decoded.samples, chunk.samples)
     assert encode(decoded) == data
+
+
+def test_version_2_carries_the_run_id_after_the_id_lengths():
+    chunk = Chunk("rig1", "ae0", 7, 4e6, 0.0, np.array([1, -2], dtype=np.int16), run=513)
+    data = encode(chunk)
+    assert data[4] == 2 and len(data) == HEADER_SIZE + 4 + 7 + 4
+    assert struct.unpack_from("<I", data, HEADER_SIZE) == (513,)
+    assert data[HEADER_SIZE + 4:HEADER_SIZE + 11] == b"rig1ae0"
+    assert decode(data).run == 513
+    version_1 = encode(Chunk("rig1", "ae0", 7, 4e6, 0.0, chunk.samples))
+    assert version_1[4] == 1 and decode(version_1).run is None
 
 
 def test_decoded_samples_are_a_read_only_view_and_bytearray_input_is_copied():
@@ -195,7 +209,9 @@ def test_huge_declared_count_is_rejected_from_the_header_without_allocating(coun
     (b"", BadHeader, "shorter than"),
     (b"XQAE", BadMagic, "not b'LQAE'"),
     (pack_raw(magic=b"RIFF"), BadMagic, "not a labquake chunk"),
-    (pack_raw(version=2), UnsupportedVersion, "upgrade labquake"),
+    (pack_raw(version=3), UnsupportedVersion, "upgrade labquake"),
+    (pack_raw(version=2, instrument=b"", channel=b"", payload=b""), BadHeader,
+     "46-byte header of version 2"),
     (pack_raw(dtype_code=2), BadHeader, "dtype code 2"),
     (pack_raw(flags=1), BadHeader, "flags"),
     (pack_raw(count=0, payload=b""), BadHeader, "0 samples"),
