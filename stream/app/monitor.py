@@ -303,13 +303,14 @@ class Monitor:
     def _heartbeat(self) -> None:
         from kafka.errors import KafkaError
 
+        lag: dict[str, int] | None
         try:
             lag = self.source.lag()
             self.metrics.set_lag(lag)
         except KafkaError as error:
             self.metrics.kafka_errors.inc()
             log.warning("consumer lag unknown (%s)", error)
-            lag = {}
+            lag = None  # unknown (the broker is away), not "no partition
         counters = dataclasses.asdict(self.pipeline.counters)
         self.metrics.streams.set(len(self.pipeline.streams))
         self.sink.heartbeat(self.member, {
@@ -321,9 +322,10 @@ class Monitor:
         })
         self._last_heartbeat = time.monotonic()
         if self._last_heartbeat - self._last_status >= STATUS_LOG_INTERVAL_S:
-            log.info("status: lag=%s windows=%d alerts_raised=%d dead_letters=%d gaps=%d",
-                     lag, counters["windows"], counters["alerts_raised"],
-                     self.source.counters.dead_letters, counters["gaps"])
+            log.info("status: lag=%s windows=%d alerts_raised=%d dead_letters=%d gaps=%d "
+                     "runs=%d", "unknown" if lag is None else lag, counters["windows"],
+                     counters["alerts_raised"], self.source.counters.dead_letters,
+                     counters["gaps"], counters["runs"])
             self._last_status = self._last_heartbeat
 
     def _idle_long_enough(self) -> bool:
