@@ -529,8 +529,12 @@ def run(args: argparse.Namespace) -> int:
     from model.bundle import inference as bundles
     from model.training import dataset
     from stream.core.alert_policy import AlertPolicyConfig
+    from stream.core.errors import LabquakeError
 
     check_cache_arguments(args)
+    for flag, value in (("--simulate", args.simulate), ("--sample-rate", args.sample_rate)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise LabquakeError(f"{flag} {value} must be a finite number > 0")
     model = bundles.load(args.model)
     extra = model.metadata.get("extra", {})
     trained_rate = extra.get("sample_rate_hz")

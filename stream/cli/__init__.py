@@ -87,7 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow's C++ start-up chatter (no CUDA here, CPU features) is not for operators.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except LabquakeError as error:  # a flag's type that checks more than argparse does
+        print(f"labquake: error: {error}", file=sys.stderr)
+        return 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if args.log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stream.config.arguments import span
+from stream.config.arguments import at_least, positive_number, span
 
 if TYPE_CHECKING:
     from model.data.segments import WrittenSegments
@@ -69,14 +69,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--seconds", type=float, metavar="S",
                         help="length of the record in seconds (required without --segments; "
                              "with it, default: twice the segments' total length, at least 150 s)")
-    parser.add_argument("--segments", type=int, metavar="N",
+    parser.add_argument("--segments", type=at_least(1), metavar="N",
                         help="write N test-style segments and truth.csv into the folder --out")
-    parser.add_argument("--segment-samples", type=int, default=150_000, metavar="N",
+    parser.add_argument("--segment-samples", type=at_least(1), default=150_000, metavar="N",
                         help="samples per segment (default 150,000, as LANL)")
-    parser.add_argument("--sample-rate", type=float, default=None, metavar="HZ",
+    parser.add_argument("--sample-rate", type=positive_number, default=None, metavar="HZ",
                         help="samples per second (default 4e6, as LANL; with --envelope "
                              "15000)")
-    parser.add_argument("--seed", type=int, default=0, metavar="N",
+    parser.add_argument("--seed", type=at_least(0), default=0, metavar="N",
                         help="random seed; the same seed gives the same record (default 0)")
     parser.add_argument("--cycle-seconds", type=float, nargs=2, default=[7.0, 16.0],
                         metavar=("MIN", "MAX"),
