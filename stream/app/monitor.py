@@ -31,6 +31,8 @@ With ``metrics_port`` set, Prometheus metrics are served at ``/metrics``
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import os
@@ -72,6 +74,21 @@ HEARTBEAT_INTERVAL_S = 5.0
 STATUS_LOG_INTERVAL_S = 30.0
 
 
+def _return_freed_memory() -> None:
+    """Give the pages freed by forgotten streams back to the system.
+
+    A stream's pieces are allocations of tens to hundreds of KiB from the C heap; freed,
+    glibc keeps them for reuse, so the process's memory would not shrink after a crowd of
+    one-off streams left. ``malloc_trim`` returns them (glibc only; elsewhere nothing).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 @dataclasses.dataclass(frozen=True)
 class MonitorOptions:
     """How one monitor process runs."""
@@ -81,13 +98,17 @@ class MonitorOptions:
     max_wait_s: float = DEFAULT_MAX_WAIT_S
     namespace: str = DEFAULT_NAMESPACE
     stop_after_idle_s: float | None = None  # for tests and batch jobs: exit when drained
+    stream_idle_timeout_s: float = 600.0  # forget a stream this long without a chunk; 0: never
+    stream_retention_s: float = 604800.0  # Redis keys of a stream live this long; 0: forever
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MonitorOptions:
         """The monitor's part of the resolved configuration."""
         return cls(group=settings.group, max_batch=settings.max_batch,
                    max_wait_s=settings.max_wait, namespace=settings.namespace,
-                   stop_after_idle_s=settings.stop_after_idle)
+                   stop_after_idle_s=settings.stop_after_idle,
+                   stream_idle_timeout_s=settings.stream_idle_timeout,
+                   stream_retention_s=settings.stream_retention)
 
 
 class Monitor:
@@ -112,7 +133,8 @@ class Monitor:
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = MonitorMetrics()
         self.sink = RedisSink.connect(settings.redis, options.namespace,
-                                      client_options=redis_client_options(settings))
+                                      client_options=redis_client_options(settings),
+                                      retention_s=options.stream_retention_s)
         self.pipeline = Pipeline(
             TimedPredictor(predictor, self.metrics), window=predictor.window, hop=predictor.hop,
             policy_config=policy_config(predictor), max_batch=options.max_batch,
@@ -311,6 +333,7 @@ class Monitor:
             self.metrics.kafka_errors.inc()
             log.warning("consumer lag unknown (%s)", error)
             lag = None  # unknown (the broker is away), not "no partition
+        self._forget_idle_streams()
         counters = dataclasses.asdict(self.pipeline.counters)
         self.metrics.streams.set(len(self.pipeline.streams))
         self.sink.heartbeat(self.member, {
@@ -327,6 +350,22 @@ class Monitor:
                      counters["alerts_raised"], self.source.counters.dead_letters,
                      counters["gaps"], counters["runs"])
             self._last_status = self._last_heartbeat
+
+    def _forget_idle_streams(self) -> None:
+        """Free the memory of the streams without a chunk for the idle timeout."""
+        if not self.options.stream_idle_timeout_s:
+            return
+        dropped = self.pipeline.drop_idle(self.options.stream_idle_timeout_s)
+        for stream_id in dropped:
+            self._seen.discard(stream_id)
+            self._read_clock.forget(stream_id)
+            self._sent_clock.forget(stream_id)
+        if dropped:
+            _return_freed_memory()
+            log.info("forgot %d stream(s) idle for %g s (%s%s); %d held", len(dropped),
+                     self.options.stream_idle_timeout_s,
+                     ", ".join("/".join(stream_id) for stream_id in dropped[:5]),
+                     ", ..." if len(dropped) > 5 else "", len(self.pipeline.streams))
 
     def _idle_long_enough(self) -> bool:
         limit = self.options.stop_after_idle_s
@@ -429,7 +468,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_options(parser, "topic", "bootstrap", "redis", "model", "group", "max_batch",
                 "max_wait", "inference_threads", "namespace", "stop_after_idle",
-                "metrics_host", "metrics_port")
+                "stream_idle_timeout", "stream_retention", "metrics_host", "metrics_port")
     parser.set_defaults(handler=run)
     return parser
 

@@ -192,6 +192,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("stop_after_idle", "LABQUAKE_STOP_AFTER_IDLE", None,
            "exit after this many seconds without messages (batch jobs, tests)",
            parse=_non_negative_float, example=600.0, unset="run forever"),
+    Option("stream_idle_timeout", "LABQUAKE_STREAM_IDLE_TIMEOUT", 600.0,
+           "the monitor forgets a stream after this many seconds without a chunk, freeing "
+           "its memory (its stored state continues it if it comes back; 0: never)",
+           parse=_non_negative_float),
+    Option("stream_retention", "LABQUAKE_STREAM_RETENTION", 604800.0,
+           "Redis keeps a stream's latest prediction and recent predictions this many "
+           "seconds after its last window (0: forever)", parse=_non_negative_float),
     Option("metrics_host", "LABQUAKE_METRICS_HOST", "127.0.0.1",
            "address the monitor's Prometheus endpoint binds to (0.0.0.0: every interface)"),
     Option("metrics_port", "LABQUAKE_METRICS_PORT", None,
@@ -259,6 +266,8 @@ class Settings:
     max_wait: float = _default("max_wait")
     inference_threads: int = _default("inference_threads")
     stop_after_idle: float | None = _default("stop_after_idle")
+    stream_idle_timeout: float = _default("stream_idle_timeout")
+    stream_retention: float = _default("stream_retention")
     metrics_host: str = _default("metrics_host")
     metrics_port: int | None = _default("metrics_port")
     dashboard_host: str = _default("dashboard_host")

@@ -109,6 +109,7 @@ class _Stream:
     run_id: int | None = None  # the wire's run id of the current run (version 2)
     run_position: int | None = None  # the source position of the current run's first chunk
     jump_candidate: int | None = None  # where a refused far-ahead chunk ended
+    last_chunk_at: float = 0.0  # clock of its last chunk, for dropping idle streams
     gap_logged_at: float | None = None
 
 
@@ -182,6 +183,7 @@ class Pipeline:
                 offset); ``None`` where the source never re-reads (a file).
         """
         stream = self._stream(chunk.stream_id)
+        stream.last_chunk_at = self._clock()
         if (position is not None and stream.run_position is not None
                 and position < stream.run_position):
             self.counters.stale_chunks += 1
@@ -296,6 +298,23 @@ class Pipeline:
         self._pending = [p for p in self._pending if p.stream_id != stream_id]
         if not self._pending:
             self._pending_since = None
+
+    def drop_idle(self, idle_s: float) -> list[StreamId]:
+        """Forget the streams without a chunk for ``idle_s`` seconds and no window waiting.
+
+        Their memory (open windows, context) is freed; a stream that comes back continues
+        from its stored state (``policy_state``) like one after a restart, so the window
+        that spans the pause is lost.
+
+        Returns:
+            The streams forgotten.
+        """
+        now = self._clock()
+        idle = [stream_id for stream_id, stream in self._streams.items()
+                if not stream.pending and now - stream.last_chunk_at >= idle_s]
+        for stream_id in idle:
+            self.drop_stream(stream_id)
+        return idle
 
     # -- internals ------------------------------------------------------------------------
 

@@ -88,9 +88,12 @@ class RedisSink:
         namespace: prefix of every name (default ``labquake``).
     """
 
-    def __init__(self, client: Any, namespace: str = "labquake") -> None:
+    def __init__(self, client: Any, namespace: str = "labquake",
+                 retention_s: float = 0.0) -> None:
         self.client = client
         self.names = RedisNames(namespace)
+        # A stream's state hash and predictions expire this long after their last write.
+        self.retention_s = int(retention_s)
         self._log_alert = client.register_script(_LOG_ALERT)
         self._log_prediction = client.register_script(_LOG_PREDICTION)
         self.alerts_logged = 0
@@ -99,11 +102,13 @@ class RedisSink:
 
     @classmethod
     def connect(cls, url: str, namespace: str = "labquake",
-                client_options: Mapping[str, Any] | None = None) -> RedisSink:
+                client_options: Mapping[str, Any] | None = None,
+                retention_s: float = 0.0) -> RedisSink:
         """A sink on the Redis at ``url``; a clear error if it does not answer.
 
         ``client_options``: redis-py security options
-        (``stream.io.security.redis_client_options``).
+        (``stream.io.security.redis_client_options``); ``retention_s``: how long a stream's
+        keys outlive its last write (0: forever).
         """
         import redis
 
@@ -119,7 +124,7 @@ class RedisSink:
                 "services up`), point --redis / LABQUAKE_REDIS_URL at it, or check the "
                 "credentials (docs/security.md)"
             ) from error
-        return cls(client, namespace)
+        return cls(client, namespace, retention_s)
 
     def write(self, events: list[Event], policy_states: Mapping[StreamId, Mapping[str, Any]],
               should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -191,6 +196,10 @@ class RedisSink:
                           "model_version", event.model_version],
                     client=pipe,
                 )
+        if self.retention_s:
+            for key in {self.names.predictions(event.instrument, event.channel)
+                        for event in events if isinstance(event, PredictionEvent)}:
+                pipe.expire(key, self.retention_s)
         for instrument, event in latest.items():
             pipe.hset(self.names.state(instrument), mapping={
                 "channel": event.channel,
@@ -200,6 +209,8 @@ class RedisSink:
                 "p_failure": repr(event.p_failure), "model_version": event.model_version,
                 "updated_at": repr(now),
             })
+            if self.retention_s:  # after the write: it may have created the key
+                pipe.expire(self.names.state(instrument), self.retention_s)
         if policy_states:
             pipe.hset(self.names.policy_state, mapping={
                 stream_field(stream_id): json.dumps(dict(state))
