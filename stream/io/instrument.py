@@ -65,6 +65,7 @@ import logging
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType
@@ -72,7 +73,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from stream.config.arguments import at_least, finite_number, positive_or_endless
+from stream.config.arguments import at_least, finite_number, positive_number, positive_or_endless
 from stream.config.options import Settings, add_options, resolve
 from stream.core.errors import LabquakeError, ServiceUnavailable
 from stream.core.wire import (
@@ -117,12 +118,18 @@ KAFKA_BATCH_BYTES = 512 * 1024
 KAFKA_LINGER_MS = 5
 KAFKA_MAX_IN_FLIGHT = 5  # the most the idempotent producer allows with ordering kept
 KAFKA_BOOTSTRAP_TIMEOUT_MS = 10_000
+KAFKA_REQUEST_TIMEOUT_MS = 30_000  # kafka-python's default, stated: the delivery bound uses it
 # Codecs kafka-python knows, and the Python package each needs beyond kafka-python.
 COMPRESSION_PACKAGES = {"gzip": None, "lz4": "lz4", "zstd": "zstandard",
                         "snappy": "python-snappy"}
-# How long a chunk may take to be acknowledged, retries included, before it counts as lost.
-KAFKA_DELIVERY_TIMEOUT_MS = 120_000
-FLUSH_TIMEOUT_S = KAFKA_DELIVERY_TIMEOUT_MS / 1000
+# How long the producer waits for Kafka (a broker away) before it gives up, exits with
+# ServiceUnavailable's code 3 and says where to resume; a chunk may take as long to be
+# acknowledged, retries included.
+DEFAULT_OUTAGE_TIMEOUT_S = 300.0
+# The most bytes of chunks sent but not yet acknowledged; beyond, sending blocks (the
+# source is read no further) until Kafka acknowledges, so an outage costs bounded memory.
+MAX_PENDING_BYTES = 32 << 20
+PENDING_POLL_S = 0.05
 
 
 def as_samples(values: object) -> np.ndarray:
@@ -468,25 +475,40 @@ def check_compression(compression: str | None) -> None:
 class KafkaChunkSink:
     """Delivers chunks to a Kafka topic with kafka-python's idempotent producer.
 
+    While Kafka does not acknowledge (a broker away), chunks wait in memory up to
+    ``max_pending_bytes``; then ``send`` blocks until Kafka acknowledges some, for at most
+    ``outage_timeout_s``, after which it gives up (``ServiceUnavailable``).
+
     Args:
         bootstrap: Kafka bootstrap servers.
         topic: the topic.
         compression: ``None`` (default) or a codec of ``COMPRESSION_PACKAGES``.
         client_options: kafka-python security options
             (``stream.io.security.kafka_client_options``).
+        outage_timeout_s: how long to wait for Kafka before giving up.
+        max_pending_bytes: the most bytes sent and not yet acknowledged.
 
     Raises:
         LabquakeError: a codec that cannot be used; ServiceUnavailable: no broker answers.
     """
 
     def __init__(self, bootstrap: str, topic: str, compression: str | None = None,
-                 client_options: Mapping[str, Any] | None = None) -> None:
+                 client_options: Mapping[str, Any] | None = None,
+                 outage_timeout_s: float = DEFAULT_OUTAGE_TIMEOUT_S,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaTimeoutError
 
         check_compression(compression)
         self.bootstrap = bootstrap
         self.topic = topic
+        self.outage_timeout_s = outage_timeout_s
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0  # changed on kafka-python's I/O thread too: under the lock
+        self.peak_pending_bytes = 0
+        self._lock = threading.Lock()
+        self._last_progress = time.monotonic()  # of the last acknowledgement, or idle
+        self._gave_up = False
         self._failure: Exception | None = None
         try:
             self._producer = KafkaProducer(
@@ -494,7 +516,11 @@ class KafkaChunkSink:
                 acks="all",
                 enable_idempotence=True,
                 max_in_flight_requests_per_connection=KAFKA_MAX_IN_FLIGHT,
-                delivery_timeout_ms=KAFKA_DELIVERY_TIMEOUT_MS,
+                # A chunk is retried for as long as the producer waits for the broker
+                # (kafka-python wants more than a request and a linger).
+                delivery_timeout_ms=max(int(outage_timeout_s * 1000),
+                                        KAFKA_REQUEST_TIMEOUT_MS + KAFKA_LINGER_MS + 1000),
+                request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
                 linger_ms=KAFKA_LINGER_MS,
                 batch_size=KAFKA_BATCH_BYTES,
                 compression_type=compression,
@@ -509,12 +535,16 @@ class KafkaChunkSink:
     def send(self, key: bytes, value: bytes, on_delivered: Callable[[], None]) -> None:
         """Queue one message; kafka-python's I/O thread delivers it.
 
-        kafka-python 3 queues without a memory limit: while the broker is away, messages
-        wait until ``KAFKA_DELIVERY_TIMEOUT_MS`` fails them, and the next call raises.
+        kafka-python 3 queues without a memory limit of its own, so this one blocks while
+        ``max_pending_bytes`` wait for their acknowledgement.
+
+        Raises:
+            ServiceUnavailable: Kafka acknowledged nothing for ``outage_timeout_s``.
         """
         from kafka.errors import KafkaTimeoutError
 
         self._raise_failure()
+        self._wait_for_room(len(value))
         try:
             future = self._producer.send(self.topic, key=key, value=value)
         except KafkaTimeoutError as error:
@@ -522,30 +552,85 @@ class KafkaChunkSink:
             raise ServiceUnavailable(
                 f"topic {self.topic!r} is not available at {self.bootstrap} ({error});"
                 " check the broker and the topic") from None
-        future.add_callback(lambda _metadata: on_delivered())
-        future.add_errback(self._record_failure)
+        size = len(value)
+        with self._lock:
+            if not self.pending_bytes:
+                self._last_progress = time.monotonic()
+            self.pending_bytes += size
+            self.peak_pending_bytes = max(self.peak_pending_bytes, self.pending_bytes)
+
+        def acknowledged(_metadata: object) -> None:
+            self._settled(size)
+            on_delivered()
+
+        def failed(error: Exception) -> None:
+            self._settled(size)
+            self._record_failure(error)
+
+        future.add_callback(acknowledged)
+        future.add_errback(failed)
 
     def flush(self) -> None:
         """Wait for every queued message to be acknowledged."""
         from kafka.errors import KafkaTimeoutError
 
         try:
-            self._producer.flush(timeout=FLUSH_TIMEOUT_S)
+            self._producer.flush(timeout=self.outage_timeout_s)
         except KafkaTimeoutError:
+            self._gave_up = True
             raise ServiceUnavailable(
                 f"Kafka at {self.bootstrap} did not acknowledge the chunks within "
-                f"{FLUSH_TIMEOUT_S:g} s; check the broker") from None
+                f"{self.outage_timeout_s:g} s (--outage-timeout); check the broker") from None
         self._raise_failure()
 
     def close(self) -> None:
-        """Flush, then close the producer (also when the flush fails)."""
+        """Flush, then close the producer (also when the flush fails); after giving up,
+        close at once: waiting again for the same chunks gains nothing."""
+        if self._gave_up:
+            self._close_now()
+            return
         try:
             self.flush()
         except LabquakeError:
-            # Delivery already failed: waiting again for the same chunks gains nothing.
-            self._producer.close(timeout=0)
+            self._close_now()
             raise
-        self._producer.close(timeout=FLUSH_TIMEOUT_S)
+        self._producer.close(timeout=self.outage_timeout_s)
+
+    def _close_now(self) -> None:
+        """Close without waiting for the chunks Kafka never acknowledged (they are lost
+        here; the resume point says where to send them again)."""
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.close(timeout=0)
+        except KafkaError as error:  # kafka-python reports the unsent batches so
+            log.debug("closing the Kafka producer: %s", error)
+
+    def _settled(self, size: int) -> None:
+        with self._lock:
+            self.pending_bytes -= size
+            self._last_progress = time.monotonic()
+
+    def _wait_for_room(self, size: int) -> None:
+        """Block while the unacknowledged bytes are at their limit (the policy: hold the
+        source back, lose nothing); give up once Kafka has acknowledged nothing for
+        ``outage_timeout_s``."""
+        if self.pending_bytes + size <= self.max_pending_bytes or not self.pending_bytes:
+            return
+        started = time.monotonic()
+        log.warning("Kafka at %s is not acknowledging: %.1f MiB wait, sending paused until "
+                    "it does (giving up after %g s without an acknowledgement)",
+                    self.bootstrap, self.pending_bytes / 2**20, self.outage_timeout_s)
+        while self.pending_bytes and self.pending_bytes + size > self.max_pending_bytes:
+            self._raise_failure()
+            if time.monotonic() - self._last_progress >= self.outage_timeout_s:
+                self._gave_up = True
+                raise ServiceUnavailable(
+                    f"Kafka at {self.bootstrap} acknowledged nothing for "
+                    f"{self.outage_timeout_s:g} s (--outage-timeout); check the broker")
+            time.sleep(PENDING_POLL_S)
+        log.warning("Kafka at %s acknowledges again after %.1f s; sending resumed",
+                    self.bootstrap, time.monotonic() - started)
 
     def _record_failure(self, error: Exception) -> None:
         # Called on kafka-python's I/O thread; the first failure is the one to report.
@@ -562,6 +647,7 @@ class KafkaChunkSink:
             raise LabquakeError(
                 f"Kafka refused a chunk as too large ({error}); use a smaller --chunk")
         if isinstance(error, KafkaTimeoutError):
+            self._gave_up = True
             raise ServiceUnavailable(
                 f"a chunk was not delivered to Kafka at {self.bootstrap} in time ({error});"
                 " check the broker")
@@ -599,6 +685,9 @@ class InstrumentProducer:
         compression: Kafka compression codec (default none; see the module notes).
         sink: deliver chunks here instead of Kafka (anything with ``send``/``flush``/
             ``close`` as in :class:`ChunkSink`).
+        run: the instrument's run (boot) id, sent in every chunk (wire version 2).
+        outage_timeout_s: how long sending waits for a Kafka that acknowledges nothing
+            (holding at most ``MAX_PENDING_BYTES``) before it gives up.
 
     Raises:
         LabquakeError: a bad argument; ServiceUnavailable: Kafka cannot be reached.
@@ -618,7 +707,7 @@ class InstrumentProducer:
                  start_time: float | None = None, partitions: int = DEFAULT_PARTITIONS,
                  replication_factor: int = DEFAULT_REPLICATION_FACTOR,
                  compression: str | None = None, sink: ChunkSink | None = None,
-                 run: int = 0) -> None:
+                 run: int = 0, outage_timeout_s: float = DEFAULT_OUTAGE_TIMEOUT_S) -> None:
         self._chunker = Chunker(instrument, channel, sample_rate=sample_rate,
                                 chunk_samples=chunk_samples, first_sample=first_sample,
                                 start_time=start_time, run=run)
@@ -632,7 +721,7 @@ class InstrumentProducer:
             ensure_topic(settings.bootstrap, settings.topic, partitions, replication_factor,
                          client_options=security)
             sink = KafkaChunkSink(settings.bootstrap, settings.topic, compression,
-                                  client_options=security)
+                                  client_options=security, outage_timeout_s=outage_timeout_s)
         self._sink = sink
         self._acknowledged = self._chunker.origin
         self._closed = False
@@ -730,7 +819,9 @@ class InstrumentProducer:
         except LabquakeError as error:
             raise type(error)(
                 f"{error}; {self.instrument}/{self.channel} is delivered up to sample "
-                f"{self.acknowledged}: resume with first sample {self.acknowledged}") from None
+                f"{self.acknowledged}: resume with --first-sample {self.acknowledged}"
+                f"{'' if not self._chunker.run else f' --run-id {self._chunker.run}'}"
+            ) from None
 
     def _deliver(self, chunk: Chunk) -> None:
         end = chunk.end_sample
@@ -887,6 +978,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "the index the last run printed)")
     parser.add_argument("--start-time", type=finite_number, default=None, metavar="S",
                         help="instrument clock of the first sample (default first-sample/rate)")
+    parser.add_argument("--outage-timeout", type=positive_number,
+                        default=DEFAULT_OUTAGE_TIMEOUT_S, metavar="S",
+                        help="while Kafka does not acknowledge, hold up to "
+                             f"{MAX_PENDING_BYTES >> 20} MiB of chunks, then pause the "
+                             "source; give up after this many seconds with exit code 3 and "
+                             "the sample to resume from (default "
+                             f"{DEFAULT_OUTAGE_TIMEOUT_S:g})")
     parser.add_argument("--run-id", type=at_least(0), default=0, metavar="N",
                         help="the instrument's run (boot) id, sent with every chunk: give a "
                              "new one each time the instrument starts counting again, the same "
@@ -988,7 +1086,7 @@ def run(args: argparse.Namespace) -> int:
     producer = InstrumentProducer(
         args.instrument, args.channel, sample_rate=source.sample_rate, settings=settings,
         chunk_samples=args.chunk, first_sample=args.first_sample, start_time=args.start_time,
-        run=args.run_id,
+        run=args.run_id, outage_timeout_s=args.outage_timeout,
         partitions=args.partitions, replication_factor=args.replication_factor,
         compression=None if args.compression == "none" else args.compression)
     pace_rate = source.sample_rate if args.realtime else args.rate

@@ -263,7 +263,7 @@ def test_a_delivery_failure_says_from_which_sample_to_resume():
     with pytest.raises(ServiceUnavailable) as failure:
         producer.flush()
     assert str(failure.value) == ("no Kafka broker answers; rig1/ae0 is delivered up to sample"
-                                  " 60: resume with first sample 60")
+                                  " 60: resume with --first-sample 60")
     assert failure.value.exit_code == 3
 
 
