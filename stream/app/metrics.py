@@ -18,6 +18,7 @@ reloads, Kafka errors) is recorded here as it happens.
 | ``labquake_runs_total``                  | counter   | new runs of a stream (counter restarted) |
 | ``labquake_far_jumps_total``             | counter   | far-ahead chunks refused unconfirmed   |
 | ``labquake_stale_chunks_total``          | counter   | an earlier run's chunks re-read, skipped |
+| ``labquake_resent_mismatches_total``     | counter   | re-sent samples unlike the first copy  |
 | ``labquake_alerts_total{kind}``          | counter   | alerts ``raised`` / ``cleared``        |
 | ``labquake_alerts_logged_total``         | counter   | alerts the Redis log took              |
 | ``labquake_alerts_rejected_total``       | counter   | re-sent alerts the log absorbed        |
@@ -89,6 +90,8 @@ WATCHED_COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
                   "the next chunk confirms the jump.", {}),
     "stale_chunks": ("labquake_stale_chunks", "Chunks of a stream's earlier run read again "
                      "after a restart: skipped.", {}),
+    "resent_mismatches": ("labquake_resent_mismatches", "Re-sent samples that differ "
+                          "from the first copy (which is kept).", {}),
     "alerts_raised": ("labquake_alerts", "Alerts raised and cleared.", {"kind": "raised"}),
     "alerts_cleared": ("labquake_alerts", "Alerts raised and cleared.", {"kind": "cleared"}),
     "alerts_logged": ("labquake_alerts_logged", "Alerts the Redis alert log took.", {}),

@@ -111,6 +111,7 @@ class _Stream:
     jump_candidate: int | None = None  # where a refused far-ahead chunk ended
     last_chunk_at: float = 0.0  # clock of its last chunk, for dropping idle streams
     gap_logged_at: float | None = None
+    mismatch_logged_at: float | None = None
 
 
 @dataclasses.dataclass
@@ -125,6 +126,7 @@ class Counters:
     gaps: int = 0
     runs: int = 0  # new runs of a stream (an instrument counting again)
     stale_chunks: int = 0  # chunks of an earlier run read again after a restart
+    resent_mismatches: int = 0  # re-sent samples that differ from the first copy
     windows: int = 0
     seen_windows: int = 0  # read again after a restart or rebalance, processed already
     batches: int = 0
@@ -235,6 +237,9 @@ class Pipeline:
                 events.append(GapEvent(*chunk.stream_id, item.expected_sample, item.got_sample))
             elif isinstance(item, Duplicate):
                 self.counters.duplicate_chunks += int(item.first_sample == chunk.first_sample)
+                if item.differs:
+                    self.counters.resent_mismatches += 1
+                    self._log_mismatch(stream, chunk, item)
         self.counters.samples += len(chunk.samples)
         if len(self._pending) >= self.max_batch:
             events.extend(self._run_batch())
@@ -435,6 +440,17 @@ class Pipeline:
                     "no window spans them (gaps counted in labquake_gaps_total, logged at "
                     "most every %g s)", *chunk.stream_id, gap.expected_sample,
                     gap.got_sample - 1, gap.missing_samples, GAP_LOG_INTERVAL_S)
+
+    def _log_mismatch(self, stream: _Stream, chunk: Chunk, duplicate: Duplicate) -> None:
+        now = self._clock()
+        if (stream.mismatch_logged_at is not None
+                and now - stream.mismatch_logged_at < GAP_LOG_INTERVAL_S):
+            return
+        stream.mismatch_logged_at = now
+        log.warning("%s/%s: samples %d to %d were sent again with other values; the first "
+                    "copy is kept (labquake_resent_mismatches_total; logged at most every "
+                    "%g s)", *chunk.stream_id, duplicate.first_sample,
+                    duplicate.end_sample - 1, GAP_LOG_INTERVAL_S)
 
     def _enqueue(self, stream_id: StreamId, stream: _Stream, window: Window) -> None:
         if not self._pending:

@@ -146,3 +146,15 @@ def test_gaps_are_logged_at_most_every_interval(caplog):
     lines = [record for record in caplog.records if "gap in the sample counter" in
              record.getMessage()]
     assert len(lines) == 1 and "samples 100 to 199 (100)" in lines[0].getMessage()
+
+
+def test_a_re_sent_chunk_with_other_samples_is_counted_and_logged(caplog):
+    chunks = list(_chunks(RECORD, [130] * 120))  # ends off the window grid: samples held
+    changed = dataclasses.replace(chunks[7], samples=chunks[7].samples + np.int16(1))
+    pipeline = _pipeline()
+    with caplog.at_level("WARNING", logger="stream.pipeline"):
+        events = _feed(pipeline, [*chunks[:8], changed, chunks[7], *chunks[8:]])
+    assert pipeline.counters.resent_mismatches == 1 and pipeline.counters.duplicate_chunks == 2
+    assert any("were sent again with other values" in record.getMessage()
+               for record in caplog.records)
+    assert _alerts(events) == _alerts(_feed(_pipeline(), chunks))  # the first copy is kept
