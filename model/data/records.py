@@ -504,7 +504,7 @@ def write_record(path: str | os.PathLike,
     if not (math.isfinite(sample_rate) and sample_rate > 0):
         raise LabquakeError(f"sample rate {sample_rate} is not a positive number of Hz")
     try:
-        with _atomic_output(path) as output:
+        with atomic_output(path) as output:
             if suffix == ".csv":
                 return _write_csv(output, _checked_pairs(blocks))
             return _write_npz(output, path.parent, _checked_pairs(blocks), float(sample_rate))
@@ -514,7 +514,7 @@ def write_record(path: str | os.PathLike,
 
 
 @contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[IO[bytes]]:
+def atomic_output(path: Path) -> Iterator[IO[bytes]]:
     """A temporary file beside ``path`` that replaces it only when the block succeeds."""
     temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
     # os.open with 0o666 lets the umask decide permissions, as for any file the user writes.

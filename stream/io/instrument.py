@@ -130,6 +130,7 @@ DEFAULT_OUTAGE_TIMEOUT_S = 300.0
 # source is read no further) until Kafka acknowledges, so an outage costs bounded memory.
 MAX_PENDING_BYTES = 32 << 20
 PENDING_POLL_S = 0.05
+PAUSE_LOG_AFTER_S = 1.0
 
 
 def as_samples(values: object) -> np.ndarray:
@@ -618,19 +619,25 @@ class KafkaChunkSink:
         if self.pending_bytes + size <= self.max_pending_bytes or not self.pending_bytes:
             return
         started = time.monotonic()
-        log.warning("Kafka at %s is not acknowledging: %.1f MiB wait, sending paused until "
-                    "it does (giving up after %g s without an acknowledgement)",
-                    self.bootstrap, self.pending_bytes / 2**20, self.outage_timeout_s)
+        said = False  # a wait of a moment (catching up after an outage) is not news
         while self.pending_bytes and self.pending_bytes + size > self.max_pending_bytes:
             self._raise_failure()
-            if time.monotonic() - self._last_progress >= self.outage_timeout_s:
+            now = time.monotonic()
+            if now - self._last_progress >= self.outage_timeout_s:
                 self._gave_up = True
                 raise ServiceUnavailable(
                     f"Kafka at {self.bootstrap} acknowledged nothing for "
                     f"{self.outage_timeout_s:g} s (--outage-timeout); check the broker")
+            if not said and now - started >= PAUSE_LOG_AFTER_S:
+                log.warning("Kafka at %s is not acknowledging: %.1f MiB wait, sending paused "
+                            "until it does (giving up after %g s without an "
+                            "acknowledgement)", self.bootstrap, self.pending_bytes / 2**20,
+                            self.outage_timeout_s)
+                said = True
             time.sleep(PENDING_POLL_S)
-        log.warning("Kafka at %s acknowledges again after %.1f s; sending resumed",
-                    self.bootstrap, time.monotonic() - started)
+        if said:
+            log.warning("Kafka at %s acknowledges again after %.1f s; sending resumed",
+                        self.bootstrap, time.monotonic() - started)
 
     def _record_failure(self, error: Exception) -> None:
         # Called on kafka-python's I/O thread; the first failure is the one to report.

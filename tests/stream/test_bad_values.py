@@ -79,3 +79,24 @@ def test_the_command_line_refuses_in_one_line_with_exit_2(argv, words, capsys, t
     assert code == 2
     error = capsys.readouterr().err
     assert words in error and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_a_model_verb_prints_no_tensorflow_start_up_lines(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    result = subprocess.run([sys.executable, "-m", "stream", "stamp", str(tmp_path / "x.lqb")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("labquake stamp: ")
+
+
+def test_dead_letter_warnings_are_rate_limited_but_each_is_counted():
+    from stream.kafka_source import _Throttle
+
+    throttle = _Throttle(burst=3, interval_s=10.0)
+    taken = [throttle.take(now) for now in (0.0, 0.1, 0.2, 0.3, 0.4, 5.0, 10.5)]
+    assert taken == [(True, 0), (True, 0), (True, 0), (False, 1), (False, 2), (False, 3),
+                     (True, 3)]
