@@ -210,17 +210,19 @@ class Monitor:
             if any(isinstance(event, SkippedChunkEvent) for event in added):
                 self.tracker.skip(message.partition, message.offset)  # an earlier run's
                 continue
-            rejected = [event for event in added if isinstance(event, RejectedChunkEvent)]
-            if rejected:  # inconsistent with its stream: a dead letter, as if undecodable
-                self.source.dead_letter(message, rejected[0].reason)
-                self.tracker.skip(message.partition, message.offset)
-                continue
             if any(isinstance(event, RunEvent) for event in added):
                 # The old run's chunks are needed no more: its waiting windows are in
                 # these events, stored before the next commit; its open ones are lost.
                 self.tracker.forget_stream(message.partition, chunk.stream_id)
                 self._read_clock.forget(chunk.stream_id)
                 self._sent_clock.forget(chunk.stream_id)
+            rejected = [event for event in added if isinstance(event, RejectedChunkEvent)]
+            if rejected:  # inconsistent with its stream: a dead letter, as if undecodable
+                self.source.dead_letter(message, rejected[0].reason)
+                self.tracker.skip(message.partition, message.offset)
+                # What the chunk closed before it was refused (a run's last windows).
+                events.extend(event for event in added if event not in rejected)
+                continue
             self.tracker.record(message.partition, message.offset, chunk.stream_id,
                                 chunk.first_sample, chunk.end_sample)
             self._read_clock.received(chunk.stream_id, chunk.first_sample, chunk.end_sample,

@@ -210,7 +210,7 @@ class Pipeline:
                 refusal = f"Unprocessable: {type(error).__name__}: {error}"
         if refusal is not None:
             self.counters.rejected_chunks += 1
-            return [RejectedChunkEvent(*chunk.stream_id, chunk.first_sample, refusal)]
+            return [*prelude, RejectedChunkEvent(*chunk.stream_id, chunk.first_sample, refusal)]
         self.counters.chunks += 1
         events: list[Event] = prelude
         for item in items:
