@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
-from stream.instrument import DEFAULT_CHUNK_SAMPLES
-from stream.replay import file_chunks
 
-from model import records
-from stream import wire
+from model.data import records
+from stream.app.replay import file_chunks
+from stream.core import wire
+from stream.io.instrument import DEFAULT_CHUNK_SAMPLES
 from tests.integration.conftest import (
     TEST_SAMPLE_RATE,
     finish,

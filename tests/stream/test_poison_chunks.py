@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from model.features.context import ContextConfig, StreamContext
 from stream.core import wire
 from stream.core.alert_policy import AlertPolicyConfig
-from stream.engine.pipeline import AlertEvent, Pipeline, PredictionEvent, RejectedChunkEvent
+from stream.core.events import AlertEvent, PredictionEvent, RejectedChunkEvent
+from stream.engine.pipeline import Pipeline
 from stream.io.kafka_source import _decode
 
 pytestmark = pytest.mark.unit

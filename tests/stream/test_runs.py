@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 
 from stream.core.alert_policy import AlertPolicyConfig
-from stream.core.wire import Chunk
-from stream.engine.pipeline import (
-    FAR_JUMP_LIMIT_S,
+from stream.core.events import (
     AlertEvent,
     GapEvent,
-    Pipeline,
     PredictionEvent,
     RejectedChunkEvent,
     RunEvent,
     SkippedChunkEvent,
 )
+from stream.core.wire import Chunk
+from stream.engine.pipeline import FAR_JUMP_LIMIT_S, Pipeline
 from tests.stream.test_pipeline import RATE, WINDOW, LoudnessModel, _chunks, _record
 
 pytestmark = pytest.mark.unit
