@@ -94,7 +94,7 @@ def test_a_model_verb_prints_no_tensorflow_start_up_lines(tmp_path):
 
 
 def test_dead_letter_warnings_are_rate_limited_but_each_is_counted():
-    from stream.kafka_source import _Throttle
+    from stream.io.kafka_source import _Throttle
 
     throttle = _Throttle(burst=3, interval_s=10.0)
     taken = [throttle.take(now) for now in (0.0, 0.1, 0.2, 0.3, 0.4, 5.0, 10.5)]
