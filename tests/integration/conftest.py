@@ -36,10 +36,10 @@ def small_bundle(tmp_path_factory) -> Path:
     import keras
 
     from model import network
-    from model.bundle.inference import inference as bundle
+    from model.bundle import inference as bundle
     from model.data import simulate
+    from model.features import extract as features
     from model.features.context import ContextConfig, context_features
-    from model.features.extract import extract as features
 
     keras.utils.set_random_seed(0)
     record = simulate.simulate(30, sample_rate=TEST_SAMPLE_RATE, seed=11)
