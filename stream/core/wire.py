@@ -33,7 +33,7 @@ A run is one uninterrupted life of the instrument's sample counter: an instrumen
 reboots and counts from 0 again starts a new run, and says so with another run id (a
 boot counter, say). The monitor then cuts the new run's windows afresh. A version-1
 chunk has no run id (``Chunk.run`` is ``None``); for it, the monitor infers a new run
-from the counter jumping back (``stream.pipeline``). Identifiers are printable text
+from the counter jumping back (``stream.engine.pipeline``). Identifiers are printable text
 without ``/`` (so the Kafka key ``instrument/channel`` names one stream only).
 
 Every number is range-checked, so that no valid-checksum message can carry a value the
@@ -47,6 +47,7 @@ monitor's arithmetic cannot take:
   window cut on the counter, rounded up to its hop, stays far inside int64;
 - ``|start_time|`` ≤ ``MAX_ABS_START_TIME`` (1e12 s, about 31,700 years), so a time
   extrapolated across a window stays finite.
+
 The checksum catches a message damaged between instrument and monitor (a bad
 producer, a truncated file) so it goes to the dead-letter topic instead of feeding
 wrong samples into a window.
