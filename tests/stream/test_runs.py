@@ -157,3 +157,14 @@ def test_a_re_sent_chunk_with_other_samples_is_counted_and_logged(caplog):
     assert any("were sent again with other values" in record.getMessage()
                for record in caplog.records)
     assert _alerts(events) == _alerts(_feed(_pipeline(), chunks))  # the first copy is kept
+
+
+def test_the_alerts_of_a_later_run_are_valid_alert_objects():
+    from tests.stream.test_alert_schema import alert_validator
+
+    events = _feed(_pipeline(), [*_chunks(RECORD[:12_000], SIZES), *_chunks(RECORD, SIZES)])
+    validator = alert_validator()
+    later = _alerts(events, 1)
+    assert later
+    for alert in later:
+        validator.validate(alert.to_json())
