@@ -110,6 +110,11 @@ class _Stream:
     run_position: int | None = None  # the source position of the current run's first chunk
     jump_candidate: int | None = None  # where a refused far-ahead chunk ended
     last_chunk_at: float = 0.0  # clock of its last chunk, for dropping idle streams
+    # Source position and end sample of the last chunk taken; restored from the stored
+    # state, they tell a chunk read again after a restart (at or before that position:
+    # checked when first read) from one that continues the stream.
+    last_position: int | None = None
+    last_end_sample: int | None = None
     gap_logged_at: float | None = None
     mismatch_logged_at: float | None = None
 
@@ -192,10 +197,14 @@ class Pipeline:
             return [SkippedChunkEvent(*chunk.stream_id, chunk.first_sample)]
         refusal = self._refusal(stream, chunk)
         prelude: list[Event] = []
-        if refusal is None:
+        read_again = (position is not None and stream.last_position is not None
+                      and position <= stream.last_position)
+        if refusal is None and not read_again:
             refusal = self._far_jump(stream, chunk)
-        if refusal is None and self._starts_run(stream, chunk):
-            prelude = self._new_run(chunk.stream_id, stream, chunk, position)
+            if refusal is None and self._starts_run(stream, chunk):
+                prelude = self._new_run(chunk.stream_id, stream, chunk, position)
+        if refusal is None and position is not None and not read_again:
+            stream.last_position, stream.last_end_sample = position, chunk.end_sample
         if refusal is None:
             try:
                 items = stream.accumulator.add(chunk)
@@ -286,6 +295,8 @@ class Pipeline:
         snapshot = {**stream.policy.snapshot(), "sample_rate": stream.sample_rate}
         if stream.run:
             snapshot.update(run=stream.run, run_position=stream.run_position)
+        if stream.last_position is not None:
+            snapshot.update(position=stream.last_position, end_sample=stream.last_end_sample)
         if stream.run_id is not None:
             snapshot["run_id"] = stream.run_id
         if stream.context is not None:
@@ -341,7 +352,9 @@ class Pipeline:
                              sample_rate=state.get("sample_rate"),
                              context_state=state.get("context"), run=state.get("run", 0),
                              run_id=state.get("run_id"),
-                             run_position=state.get("run_position"))
+                             run_position=state.get("run_position"),
+                             last_position=state.get("position"),
+                             last_end_sample=state.get("end_sample"))
             self._streams[stream_id] = stream
         return stream
 
@@ -368,12 +381,10 @@ class Pipeline:
         return None
 
     def _position_of(self, stream: _Stream) -> int | None:
-        """The sample that continues the stream: from its windows, or, just restored, from
-        the last window its stored state took."""
+        """The sample that continues the stream: from its windows, or, just restored, the
+        end of the last chunk its stored state had taken (``None``: not known)."""
         expected = stream.accumulator.next_expected_sample
-        if expected is None and stream.policy.last_window_end_sample is not None:
-            expected = stream.policy.last_window_end_sample + 1
-        return expected
+        return stream.last_end_sample if expected is None else expected
 
     def _far_jump(self, stream: _Stream, chunk: Chunk) -> str | None:
         """Why a chunk far ahead of its stream is refused, or ``None`` (taken)."""

@@ -168,3 +168,22 @@ def test_the_alerts_of_a_later_run_are_valid_alert_objects():
     assert later
     for alert in later:
         validator.validate(alert.to_json())
+
+
+def test_a_restart_that_reads_far_back_is_not_a_new_run():
+    """A monitor that caught up a backlog between two commits re-reads more than the run
+    margin after a restart: the stored position tells those chunks from a reboot."""
+    chunks = list(_chunks(RECORD, SIZES))
+    positions = list(range(len(chunks)))
+    whole = _feed(_pipeline(), chunks, positions)
+    stopped = _pipeline()
+    before = _feed(stopped, chunks[:20], positions[:20])
+    state = stopped.policy_snapshot(("rig1", "ae0"))
+    assert chunks[19].end_sample - chunks[2].first_sample > 10 * RATE  # beyond the margin
+    restarted = _pipeline(policy_state=lambda stream: state)
+    after = _feed(restarted, chunks[2:], positions[2:])
+    assert restarted.counters.runs == 0 and restarted.counters.far_jumps == 0
+    logged = {}
+    for alert in _alerts(before) + _alerts(after):
+        logged.setdefault(alert.alert_id, alert)
+    assert list(logged.values()) == _alerts(whole)
