@@ -4,14 +4,17 @@ A bundle is a directory, by convention named ``NAME.lqb``, holding two files:
 
 - ``model.keras`` — the network of :mod:`model.network` in the Keras 3 format;
 - ``bundle.json`` — the metadata: ``format``, ``version`` (``<created UTC>-<first 8 hex of
-  the model file's SHA-256>``), ``created_at``, ``model_sha256``, ``feature_names``,
+  the model file's SHA-256>``), ``created_at``, ``model_sha256``, ``bundle_sha256``
+  (the SHA-256 of the rest of ``bundle.json`` in canonical form), ``feature_names``,
   ``features_fingerprint``, ``window`` and ``hop`` (samples), ``scaler`` (per-feature
   ``mean`` and ``std`` that standardise features before the network),
   ``training_fingerprint``, ``metrics``, ``libraries`` (versions that made it),
   ``keras_backend``, ``alert_policy`` (the alert policy's configuration, opaque here) and
   ``extra``.
 
-Loading checks the model file against ``model_sha256`` before Keras reads it, loads it in
+Loading checks the model file against ``model_sha256`` and the metadata against
+``bundle_sha256`` (so editing either file is refused; :func:`stamp` records both hashes
+again after a deliberate edit) before Keras reads the model, loads it in
 Keras safe mode (no arbitrary code), and refuses a bundle whose features the running code
 does not compute the same way. Inference runs as one compiled call per batch
 (``tf.function`` on TensorFlow, ``jax.jit`` on JAX), never ``Model.predict``, whose per-call
@@ -70,6 +73,9 @@ LIBRARIES: tuple[str, ...] = ("labquake", "tensorflow", "keras", "numpy", "scipy
 BATCH_BLOCK = 64
 DEFAULT_BENCH_BATCH_SIZES: tuple[int, ...] = (1, 64, 1024)
 REMEDY = "retrain with `labquake train` or install the labquake version that made it"
+# Recorded in bundle.json, over the rest of it in canonical form (see metadata_sha256).
+BUNDLE_HASH_KEY = "bundle_sha256"
+STAMP_COMMAND = "labquake stamp"
 
 _HASH_CHUNK_BYTES = 1 << 20
 _VERSION_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
@@ -481,9 +487,8 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
         model.save(staging / MODEL_FILENAME)
         _fsync(staging / MODEL_FILENAME)
         model_sha256 = _sha256_file(staging / MODEL_FILENAME)
-        metadata["model_sha256"] = model_sha256
         metadata["version"] = f"{created.strftime(_VERSION_TIME_FORMAT)}-{model_sha256[:8]}"
-        _write_json(staging / METADATA_FILENAME, metadata)
+        _write_stamped(staging, metadata)
         _replace_directory(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -518,6 +523,19 @@ def load(path: str | os.PathLike[str]) -> Bundle:
             f"model bundle {path} is damaged or was modified: {MODEL_FILENAME} does not match "
             f"the SHA-256 in {METADATA_FILENAME}; restore it from a good copy or {REMEDY}"
         )
+    recorded = metadata.get(BUNDLE_HASH_KEY)
+    if recorded is None:
+        raise LabquakeError(
+            f"model bundle {path} records no {BUNDLE_HASH_KEY}, so its {METADATA_FILENAME} "
+            f"cannot be checked (it predates whole-bundle hashing); if it is unmodified, "
+            f"record its hashes with `{STAMP_COMMAND} {path}`"
+        )
+    if metadata_sha256(metadata) != recorded:
+        raise LabquakeError(
+            f"model bundle {path} is damaged or was modified: {METADATA_FILENAME} does not "
+            f"match its {BUNDLE_HASH_KEY}; restore it from a good copy, or, if the edit is "
+            f"deliberate, record it with `{STAMP_COMMAND} {path}`"
+        )
     features_module = importlib.import_module(FEATURES_MODULE)
     context = _context_config(metadata, path)
     _check_feature_names(metadata["feature_names"], features_module, path, context)
@@ -540,6 +558,62 @@ def load(path: str | os.PathLike[str]) -> Bundle:
     # The features' compiled kernels, ready before the first batch rather than during it.
     kernels.warm_up()
     return Bundle(path, model, metadata, features_module)
+
+
+def metadata_sha256(metadata: Mapping[str, Any]) -> str:
+    """The SHA-256 (hex) of a bundle's metadata in canonical form, without its own hash.
+
+    Canonical: keys sorted, no whitespace, UTF-8, floats as Python writes them back; so
+    reformatting ``bundle.json`` changes nothing, while any change of a value does.
+
+    Example:
+        >>> metadata_sha256({"b": 1, "a": [0.5]}) == metadata_sha256({"a": [0.5], "b": 1})
+        True
+    """
+    content = {key: value for key, value in metadata.items() if key != BUNDLE_HASH_KEY}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def stamp(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Record a bundle's hashes again after a deliberate edit of its files.
+
+    The model file's SHA-256 and the metadata's canonical hash are computed from the
+    files as they are now and written into ``bundle.json`` (atomically); ``version``
+    is kept. :func:`save` writes every bundle through the same step.
+
+    Args:
+        path: the bundle directory.
+
+    Returns:
+        The metadata as written.
+
+    Raises:
+        LabquakeError: no bundle there, or its ``bundle.json`` is unreadable.
+
+    Example:
+        >>> stamp("model/bundled/default.lqb")["bundle_sha256"][:8]  # doctest: +SKIP
+        '3f2a9c10'
+    """
+    path = Path(path)
+    metadata = _read_metadata(path)
+    if not (path / MODEL_FILENAME).is_file():
+        raise LabquakeError(f"model bundle {path} has no {MODEL_FILENAME}; {REMEDY}")
+    return _write_stamped(path, metadata)
+
+
+def write_metadata(path: str | os.PathLike[str], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Replace a bundle's ``bundle.json`` with edited ``metadata``, stamped as :func:`stamp`
+    stamps it, in one atomic write.
+
+    Raises:
+        LabquakeError: ``path`` has no model file.
+    """
+    path = Path(path)
+    if not (path / MODEL_FILENAME).is_file():
+        raise LabquakeError(f"model bundle {path} has no {MODEL_FILENAME}; {REMEDY}")
+    return _write_stamped(path, dict(metadata))
 
 
 def set_inference_threads(threads: int) -> bool:
@@ -790,16 +864,48 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     return metadata
 
 
+def _write_stamped(path: Path, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Write ``bundle.json`` into ``path`` with the hashes of the files as they are:
+    the one place a bundle's hashes are made."""
+    metadata = dict(metadata)
+    metadata["model_sha256"] = _sha256_file(path / MODEL_FILENAME)
+    metadata.pop(BUNDLE_HASH_KEY, None)
+    metadata[BUNDLE_HASH_KEY] = metadata_sha256(metadata)
+    temporary = path / f".{METADATA_FILENAME}.tmp"
+    _write_json(temporary, metadata)
+    os.replace(temporary, path / METADATA_FILENAME)
+    _fsync(path)
+    return metadata
+
+
 def _load_model(model_path: Path, path: Path) -> keras.Model:
     try:
         return keras.saving.load_model(model_path, compile=False, safe_mode=True)
     except Exception as error:  # Keras raises many types for a file it cannot read.
-        if "safe_mode" in str(error):
-            reason = "it contains code (e.g. a Lambda layer) that safe mode will not run"
-        else:
-            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
-            reason = f"it cannot be loaded: {first_line}"
-        raise LabquakeError(f"model bundle {path} is refused: {reason}; {REMEDY}") from error
+        if _refused_by_safe_mode(error):
+            raise LabquakeError(
+                f"model bundle {path} is refused: its network holds Python code (e.g. a "
+                "Lambda layer), which labquake never runs; build the network from "
+                "standard layers only (as `labquake train` does) and save it again"
+            ) from error
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise LabquakeError(f"model bundle {path} is refused: it cannot be loaded: "
+                            f"{first_line}; {REMEDY}") from error
+
+
+def _refused_by_safe_mode(error: BaseException) -> bool:
+    """Whether Keras refused to run code, also when it wrapped that refusal in another
+    error (deserialising a layer inside a model re-raises with the cause in its text or
+    its chain)."""
+    markers = ("safe_mode", "enable_unsafe_deserialization", "arbitrary code")
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(marker in str(current) for marker in markers):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _replace_directory(staging: Path, path: Path) -> None:

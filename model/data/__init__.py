@@ -1,1 +1,2 @@
-"""Data I/O: records, their caches, test segments and the simulator."""
+"""Data I/O: records, their caches, test segments, the simulator, labels from stress and
+records from an AE envelope."""

@@ -32,7 +32,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import numpy as np
 
 from model.data import parallel
 from model.data.record_cache import ACOUSTIC_DTYPE, RecordCache
+from model.data.records import atomic_output
 from stream.core.errors import LabquakeError
 
 CHUNK_WINDOWS = 256
@@ -183,15 +183,8 @@ def compute_chunk(job: _ChunkJob) -> int:
                          starts[low:low + job.batch_windows], names=job.feature_names)
         for low in range(0, job.count, job.batch_windows)]).astype(FEATURE_DTYPE)
     output = Path(job.output)
-    descriptor, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.",
-                                             suffix=".part")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            np.save(stream, result)
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(output) as stream:  # the user's umask, like the record it caches
+        np.save(stream, result)
     return job.count
 
 

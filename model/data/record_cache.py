@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from model.data import records
+from model.data import label_pace, records
 from stream.core.errors import LabquakeError
 
 CACHE_FORMAT = 1
@@ -228,7 +228,8 @@ def read_blocks(path: str | os.PathLike, block_samples: int = records.DEFAULT_BL
     cached = find(path, cache_root)
     if cached is None:
         return parsed
-    return cached.blocks(int(block_samples), sample_rate)
+    return label_pace.checked_blocks(cached.blocks(int(block_samples), sample_rate),
+                                     records.rate_origin(path, sample_rate), path)
 
 
 def find(source: str | os.PathLike, root: str | os.PathLike | None = None) -> RecordCache | None:

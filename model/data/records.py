@@ -48,6 +48,7 @@ from typing import IO
 
 import numpy as np
 
+from model.data import label_pace
 from stream.core.errors import LabquakeError
 
 LANL_SAMPLE_RATE = 4e6
@@ -114,7 +115,8 @@ def read_blocks(path: str | os.PathLike, block_samples: int = DEFAULT_BLOCK_SAMP
 
     Raises:
         LabquakeError: missing, empty, unknown-format or malformed file, with the file
-            and (for CSV) the line number.
+            and (for CSV) the line number; labels whose pace contradicts the rate
+            (:mod:`model.data.label_pace`), naming the rate they imply.
 
     Example:
         >>> blocks = read_blocks("train.csv", block_samples=150_000)  # doctest: +SKIP
@@ -134,9 +136,11 @@ def read_blocks(path: str | os.PathLike, block_samples: int = DEFAULT_BLOCK_SAMP
     if sample_rate is not None and not (math.isfinite(sample_rate) and sample_rate > 0):
         raise LabquakeError(f"sample rate {sample_rate} is not a positive number of Hz")
     if suffix == ".npz":
-        return _rebatch(_npz_pieces(path, sample_rate), int(block_samples))
-    rate = LANL_SAMPLE_RATE if sample_rate is None else float(sample_rate)
-    return _rebatch(_csv_file_pieces(path, rate), int(block_samples))
+        blocks = _rebatch(_npz_pieces(path, sample_rate), int(block_samples))
+    else:
+        rate = LANL_SAMPLE_RATE if sample_rate is None else float(sample_rate)
+        blocks = _rebatch(_csv_file_pieces(path, rate), int(block_samples))
+    return label_pace.checked_blocks(blocks, rate_origin(path, sample_rate), path)
 
 
 def read_record(path: str | os.PathLike, sample_rate: float | None = None) -> Block:
@@ -436,6 +440,18 @@ def records_own_rate(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".npz"
 
 
+def rate_origin(path: str | os.PathLike, given: float | None) -> label_pace.RateOrigin:
+    """Where a record's rate comes from: its file (.npz), the caller, or LANL's default.
+
+    Example:
+        >>> rate_origin("train.csv", None), rate_origin("r.npz", None)
+        ('assumed', 'recorded')
+    """
+    if records_own_rate(path):
+        return "recorded"
+    return "assumed" if given is None else "given"
+
+
 def resolve_sample_rate(path: str | os.PathLike, stored: float | None,
                         given: float | None) -> float:
     """A record's rate: the one its file stores, else the one given, else LANL's 4 MHz.
@@ -488,7 +504,7 @@ def write_record(path: str | os.PathLike,
     if not (math.isfinite(sample_rate) and sample_rate > 0):
         raise LabquakeError(f"sample rate {sample_rate} is not a positive number of Hz")
     try:
-        with _atomic_output(path) as output:
+        with atomic_output(path) as output:
             if suffix == ".csv":
                 return _write_csv(output, _checked_pairs(blocks))
             return _write_npz(output, path.parent, _checked_pairs(blocks), float(sample_rate))
@@ -498,7 +514,7 @@ def write_record(path: str | os.PathLike,
 
 
 @contextlib.contextmanager
-def _atomic_output(path: Path) -> Iterator[IO[bytes]]:
+def atomic_output(path: Path) -> Iterator[IO[bytes]]:
     """A temporary file beside ``path`` that replaces it only when the block succeeds."""
     temporary = path.parent / f".{path.name}.{secrets.token_hex(6)}.part"
     # os.open with 0o666 lets the umask decide permissions, as for any file the user writes.

@@ -35,13 +35,13 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from model.data.records import atomic_output
 from model.training.cache_arguments import (
     add_cache_arguments,
     cached_windows_options,
@@ -474,15 +474,9 @@ def plot(path: str | os.PathLike, windows: RecordWindows, prediction: Prediction
         f"R² {value(result['r2'])}; alerts within {result['alert_horizon_s']:g} s: recall "
         f"{value(result['alert_recall'])}, precision {value(result['alert_precision'])}",
         fontsize="medium")
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".part")
-    try:
-        with os.fdopen(descriptor, "wb") as output:
-            figure.savefig(output, format="png", dpi=PLOT_DPI)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    # Written atomically, with the permissions the user's umask gives.
+    with atomic_output(path) as output:
+        figure.savefig(output, format="png", dpi=PLOT_DPI)
     return path
 
 
@@ -559,6 +553,9 @@ def run(args: argparse.Namespace) -> int:
     from stream.core.errors import LabquakeError
 
     check_cache_arguments(args)
+    for flag, value in (("--simulate", args.simulate), ("--sample-rate", args.sample_rate)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise LabquakeError(f"{flag} {value} must be a finite number > 0")
     model = bundles.load(args.model)
     extra = model.metadata.get("extra", {})
     trained_rate = extra.get("sample_rate_hz")

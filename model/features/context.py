@@ -56,6 +56,9 @@ DEFAULT_BINS = 12
 # rows); 20 times (log 3.0) is well above any precursor.
 DEFAULT_BURST_LOG_RATIO = float(np.log(20.0))
 DEFAULT_MAX_SINCE_S = 20.0
+# The most past windows a stream's context keeps (about 100 bytes each): a stream whose
+# rate would need more is refused rather than allowed to take the monitor's memory.
+MAX_CONTEXT_ROWS = 1 << 20
 BURST_BASE = "log_variance"
 SINCE_NAME = "seconds_since_burst"
 
@@ -151,6 +154,12 @@ class StreamContext:
         self.windows_per_second = float(windows_per_second)
         self._lookback = max(2, round(config.lookback_s * windows_per_second))
         self._bin = max(1, round(config.bin_s * windows_per_second))
+        if max(self._lookback, config.bins * self._bin) > MAX_CONTEXT_ROWS:
+            raise ValueError(
+                f"{windows_per_second:g} windows per second would keep "
+                f"{max(self._lookback, config.bins * self._bin)} windows of context, more "
+                f"than the limit {MAX_CONTEXT_ROWS}; the sample rate is too high for this "
+                "model's hop")
         self._burst_column = config.bases.index(BURST_BASE)
         # The last `capacity` rows, each written twice, `capacity` apart, so that they
         # always lie in order in one stretch of the buffer: a step costs the same

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from model.data.label_pace import FAILURE_JUMP_S
 from model.features import extract as feature_extraction
 from model.network import FAILURE_HORIZON_S
 from stream.core.errors import LabquakeError
@@ -55,10 +56,6 @@ if TYPE_CHECKING:
 
 DEFAULT_WINDOW = WINDOW_SAMPLES
 DEFAULT_BATCH_WINDOWS = 64
-# A label rise bigger than this between consecutive samples is a failure. Within a cycle
-# the label only falls (by one LANL bin, about 1 ms, at most), and the shortest cycle is
-# seconds long, so any value between the two separates them.
-FAILURE_JUMP_S = 0.01
 # Labels scanned at a time for failures in a cached record (64 MiB of float32).
 _LABEL_SCAN_SAMPLES = 1 << 24
 # The stream name the accumulator sees; a record is one stream.
@@ -333,10 +330,13 @@ def cached_windows(record: RecordCache, *, window: int = DEFAULT_WINDOW,
         ...                          hop=15_000)  # doctest: +SKIP
     """
     from model.data import feature_cache as features_on_disk
+    from model.data import label_pace, records
 
     hop = window if hop is None else hop
     check_window(window, hop)
     rate = record.sample_rate(sample_rate)
+    label_pace.check_labels(record.read_labels(0, label_pace.EVIDENCE_SAMPLES), rate,
+                            records.rate_origin(record.source, sample_rate), record.source)
     name = str(record.source)
     total = features_on_disk.window_count(record.n_samples, window, hop)
     if total == 0:

@@ -21,7 +21,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -216,28 +215,21 @@ def write_policy(source: str | os.PathLike, out: str | os.PathLike, policy: Aler
     policy; the network, its version and everything else stay as they are.
 
     ``provenance`` goes to the metadata's ``extra.policy_retuned``. The metadata file is
-    replaced atomically.
+    replaced atomically, stamped with the bundle's hashes.
     """
     import shutil
+
+    from model.bundle.inference import METADATA_FILENAME, write_metadata
 
     source, out = Path(source), Path(out)
     if out.resolve() != source.resolve():
         if out.exists():
             shutil.rmtree(out)
         shutil.copytree(source, out)
-    metadata_path = out / "bundle.json"
-    metadata = json.loads(metadata_path.read_text())
+    metadata = json.loads((out / METADATA_FILENAME).read_text())
     metadata["alert_policy"] = policy.to_dict()
     metadata.setdefault("extra", {})["policy_retuned"] = provenance
-    descriptor, temporary = tempfile.mkstemp(dir=out, prefix=".bundle.json.", suffix=".part")
-    try:
-        with os.fdopen(descriptor, "w") as handle:
-            json.dump(metadata, handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(temporary, metadata_path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_metadata(out, metadata)  # the edited metadata needs its integrity hash anew
     return out
 
 

@@ -15,6 +15,10 @@ reloads, Kafka errors) is recorded here as it happens.
 | ``labquake_seen_windows_total``          | counter   | windows read again, processed already  |
 | ``labquake_batches_total``               | counter   | inference batches                      |
 | ``labquake_gaps_total``                  | counter   | gaps in a stream's sample counter      |
+| ``labquake_runs_total``                  | counter   | new runs of a stream (counter restarted) |
+| ``labquake_far_jumps_total``             | counter   | far-ahead chunks refused unconfirmed   |
+| ``labquake_stale_chunks_total``          | counter   | an earlier run's chunks re-read, skipped |
+| ``labquake_resent_mismatches_total``     | counter   | re-sent samples unlike the first copy  |
 | ``labquake_alerts_total{kind}``          | counter   | alerts by kind (raised ... cleared)    |
 | ``labquake_alerts_logged_total``         | counter   | alerts the Redis log took              |
 | ``labquake_alerts_rejected_total``       | counter   | re-sent alerts the log absorbed        |
@@ -82,6 +86,13 @@ WATCHED_COUNTERS: dict[str, tuple[str, str, dict[str, str]]] = {
                      "rebalance, processed already: skipped.", {}),
     "batches": ("labquake_batches", "Inference batches run.", {}),
     "gaps": ("labquake_gaps", "Gaps in a stream's sample counter.", {}),
+    "runs": ("labquake_runs", "New runs of a stream: its instrument counting again.", {}),
+    "far_jumps": ("labquake_far_jumps", "Chunks far ahead of their stream, refused until "
+                  "the next chunk confirms the jump.", {}),
+    "stale_chunks": ("labquake_stale_chunks", "Chunks of a stream's earlier run read again "
+                     "after a restart: skipped.", {}),
+    "resent_mismatches": ("labquake_resent_mismatches", "Re-sent samples that differ "
+                          "from the first copy (which is kept).", {}),
     "alerts_raised": ("labquake_alerts", ALERTS_HELP, {"kind": "raised"}),
     "alerts_updated": ("labquake_alerts", ALERTS_HELP, {"kind": "updated"}),
     "alerts_withdrawn": ("labquake_alerts", ALERTS_HELP, {"kind": "withdrawn"}),

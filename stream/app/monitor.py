@@ -31,6 +31,8 @@ With ``metrics_port`` set, Prometheus metrics are served at ``/metrics``
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import os
@@ -53,7 +55,13 @@ from stream.config.options import (
     resolve,
 )
 from stream.core.errors import LabquakeError, ServiceUnavailable
-from stream.core.events import Event, PredictionEvent, RejectedChunkEvent
+from stream.core.events import (
+    Event,
+    PredictionEvent,
+    RejectedChunkEvent,
+    RunEvent,
+    SkippedChunkEvent,
+)
 from stream.engine.offsets import OffsetTracker
 from stream.engine.pipeline import Pipeline
 from stream.io.redis_names import DEFAULT_NAMESPACE
@@ -67,6 +75,21 @@ HEARTBEAT_INTERVAL_S = 5.0
 STATUS_LOG_INTERVAL_S = 30.0
 
 
+def _return_freed_memory() -> None:
+    """Give the pages freed by forgotten streams back to the system.
+
+    A stream's pieces are allocations of tens to hundreds of KiB from the C heap; freed,
+    glibc keeps them for reuse, so the process's memory would not shrink after a crowd of
+    one-off streams left. ``malloc_trim`` returns them (glibc only; elsewhere nothing).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
+
+
 @dataclasses.dataclass(frozen=True)
 class MonitorOptions:
     """How one monitor process runs."""
@@ -76,13 +99,17 @@ class MonitorOptions:
     max_wait_s: float = DEFAULT_MAX_WAIT_S
     namespace: str = DEFAULT_NAMESPACE
     stop_after_idle_s: float | None = None  # for tests and batch jobs: exit when drained
+    stream_idle_timeout_s: float = 600.0  # forget a stream this long without a chunk; 0: never
+    stream_retention_s: float = 604800.0  # Redis keys of a stream live this long; 0: forever
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MonitorOptions:
         """The monitor's part of the resolved configuration."""
         return cls(group=settings.group, max_batch=settings.max_batch,
                    max_wait_s=settings.max_wait, namespace=settings.namespace,
-                   stop_after_idle_s=settings.stop_after_idle)
+                   stop_after_idle_s=settings.stop_after_idle,
+                   stream_idle_timeout_s=settings.stream_idle_timeout,
+                   stream_retention_s=settings.stream_retention)
 
 
 class Monitor:
@@ -107,7 +134,8 @@ class Monitor:
         self.member = f"{socket.gethostname()}:{os.getpid()}"
         self.metrics = MonitorMetrics()
         self.sink = RedisSink.connect(settings.redis, options.namespace,
-                                      client_options=redis_client_options(settings))
+                                      client_options=redis_client_options(settings),
+                                      retention_s=options.stream_retention_s)
         self.pipeline = Pipeline(
             TimedPredictor(predictor, self.metrics), window=predictor.window, hop=predictor.hop,
             policy_config=policy_config(predictor, settings), max_batch=options.max_batch,
@@ -179,11 +207,22 @@ class Monitor:
                 self.tracker.skip(message.partition, message.offset)
                 continue
             chunk = message.chunk
-            added = self.pipeline.add(chunk)
+            added = self.pipeline.add(chunk, message.offset)
+            if any(isinstance(event, SkippedChunkEvent) for event in added):
+                self.tracker.skip(message.partition, message.offset)  # an earlier run's
+                continue
+            if any(isinstance(event, RunEvent) for event in added):
+                # The old run's chunks are needed no more: its waiting windows are in
+                # these events, stored before the next commit; its open ones are lost.
+                self.tracker.forget_stream(message.partition, chunk.stream_id)
+                self._read_clock.forget(chunk.stream_id)
+                self._sent_clock.forget(chunk.stream_id)
             rejected = [event for event in added if isinstance(event, RejectedChunkEvent)]
             if rejected:  # inconsistent with its stream: a dead letter, as if undecodable
                 self.source.dead_letter(message, rejected[0].reason)
                 self.tracker.skip(message.partition, message.offset)
+                # What the chunk closed before it was refused (a run's last windows).
+                events.extend(event for event in added if event not in rejected)
                 continue
             self.tracker.record(message.partition, message.offset, chunk.stream_id,
                                 chunk.first_sample, chunk.end_sample)
@@ -289,13 +328,15 @@ class Monitor:
     def _heartbeat(self) -> None:
         from kafka.errors import KafkaError
 
+        lag: dict[str, int] | None
         try:
             lag = self.source.lag()
             self.metrics.set_lag(lag)
         except KafkaError as error:
             self.metrics.kafka_errors.inc()
             log.warning("consumer lag unknown (%s)", error)
-            lag = {}
+            lag = None  # unknown (the broker is away), not "no partition
+        self._forget_idle_streams()
         counters = dataclasses.asdict(self.pipeline.counters)
         self.metrics.streams.set(len(self.pipeline.streams))
         self.sink.heartbeat(self.member, {
@@ -307,10 +348,27 @@ class Monitor:
         })
         self._last_heartbeat = time.monotonic()
         if self._last_heartbeat - self._last_status >= STATUS_LOG_INTERVAL_S:
-            log.info("status: lag=%s windows=%d alerts_raised=%d dead_letters=%d gaps=%d",
-                     lag, counters["windows"], counters["alerts_raised"],
-                     self.source.counters.dead_letters, counters["gaps"])
+            log.info("status: lag=%s windows=%d alerts_raised=%d dead_letters=%d gaps=%d "
+                     "runs=%d", "unknown" if lag is None else lag, counters["windows"],
+                     counters["alerts_raised"], self.source.counters.dead_letters,
+                     counters["gaps"], counters["runs"])
             self._last_status = self._last_heartbeat
+
+    def _forget_idle_streams(self) -> None:
+        """Free the memory of the streams without a chunk for the idle timeout."""
+        if not self.options.stream_idle_timeout_s:
+            return
+        dropped = self.pipeline.drop_idle(self.options.stream_idle_timeout_s)
+        for stream_id in dropped:
+            self._seen.discard(stream_id)
+            self._read_clock.forget(stream_id)
+            self._sent_clock.forget(stream_id)
+        if dropped:
+            _return_freed_memory()
+            log.info("forgot %d stream(s) idle for %g s (%s%s); %d held", len(dropped),
+                     self.options.stream_idle_timeout_s,
+                     ", ".join("/".join(stream_id) for stream_id in dropped[:5]),
+                     ", ..." if len(dropped) > 5 else "", len(self.pipeline.streams))
 
     def _idle_long_enough(self) -> bool:
         limit = self.options.stop_after_idle_s
@@ -415,7 +473,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     add_options(parser, "topic", "bootstrap", "redis", "model", "group", "max_batch",
                 "max_wait", "inference_threads", "namespace", "stop_after_idle",
-                "metrics_host", "metrics_port", *ALERT_POLICY_OPTIONS)
+                "stream_idle_timeout", "stream_retention", "metrics_host", "metrics_port",
+                *ALERT_POLICY_OPTIONS)
     parser.set_defaults(handler=run)
     return parser
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from stream.config.arguments import positive_number
 from stream.config.options import ALERT_POLICY_OPTIONS, add_options, resolve
 from stream.core import wire
 from stream.core.errors import LabquakeError
@@ -82,7 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--channel", default="ae0", help="channel id (default ae0)")
     parser.add_argument("--first-sample", type=int, default=0,
                         help="counter index of the file's first sample (default 0)")
-    parser.add_argument("--sample-rate", type=float, default=None,
+    parser.add_argument("--sample-rate", type=positive_number, default=None,
                         help="sample rate of a CSV file, Hz (default 4e6)")
     parser.add_argument("--predictions", action="store_true",
                         help="print every window's prediction too (kind 'prediction')")

@@ -21,6 +21,7 @@ from stream.core.errors import LabquakeError
 # verb -> module that defines it; order is the order ``--help`` lists them in.
 VERB_MODULES: dict[str, str] = {
     "simulate": "stream.cli.simulate",
+    "label": "stream.cli.label",
     "train": "model.training.train",
     "evaluate": "model.evaluation.evaluate",
     "replay": "stream.app.replay",
@@ -28,6 +29,7 @@ VERB_MODULES: dict[str, str] = {
     "monitor": "stream.app.monitor",
     "alerts": "stream.app.subscriber",
     "predict": "model.evaluation.predict",
+    "stamp": "stream.cli.stamp",
     "dashboard": "stream.app.dashboard",
     "bench": "stream.tools.bench",
     "soak": "stream.tools.soak",
@@ -81,11 +83,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The verbs that load a model: TensorFlow is imported before they run (see main).
+MODEL_VERBS = frozenset({"train", "evaluate", "replay", "monitor", "predict", "stamp"})
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import Keras (and TensorFlow) with the process's C-level stderr closed.
+
+    TensorFlow's C++ start-up lines (oneDNN, no CUDA driver, 'failed call to cuInit') go
+    straight to file descriptor 2, some before any setting is read, and read as faults
+    on a machine without a GPU. Python's own stderr is untouched; a failing import
+    still raises, and ``-v`` shows the lines.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401 - imported here for its side effect, once
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
-    # TensorFlow's C++ start-up chatter (no CUDA here, CPU features) is not for operators.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except LabquakeError as error:  # a flag's type that checks more than argparse does
+        print(f"labquake: error: {error}", file=sys.stderr)
+        return 2
+    # TensorFlow's C++ log (no CUDA here, CPU features) is not for operators; -v shows it.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if args.verbose else "3")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter() if args.log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -98,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         # kafka-python logs every connection at INFO; an operator needs its warnings only.
         logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
+        if args.verb in MODEL_VERBS and not args.verbose:
+            _import_tensorflow_quietly()
         return int(args.handler(args) or 0)
     except LabquakeError as error:
         print(f"labquake {args.verb}: {error}", file=sys.stderr)

@@ -62,3 +62,21 @@ def positive_or_endless(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} must be > 0")
     return value
+
+
+def span(text: str) -> tuple[float, float]:
+    """``START:END`` as two numbers; a side left out is open (``-inf`` or ``inf``).
+
+    Example:
+        >>> span("0:0.7"), span("3900:")
+        ((0.0, 0.7), (3900.0, inf))
+    """
+    start, colon, end = text.partition(":")
+    if not colon:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:END, e.g. 0:0.7")
+    try:
+        return (float(start) if start.strip() else -math.inf,
+                float(end) if end.strip() else math.inf)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not START:END of numbers, "
+                                         "e.g. 0:0.7") from None

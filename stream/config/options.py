@@ -19,14 +19,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import math
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream.config.secret import Secret, parse_kafka_protocol, parse_sasl_mechanism, parse_secret
 from stream.core.errors import LabquakeError
+
+log = logging.getLogger(__name__)
 
 CONFIG_ENV = "LABQUAKE_CONFIG"
 BUNDLE_POLICY = "the model bundle's"
@@ -78,6 +82,52 @@ def _port(value: str) -> int:
     return number
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+# SCAN patterns are built from the namespace: these would match other namespaces' keys.
+NAMESPACE_FORBIDDEN = "*?[]\\"
+
+
+def _redis_url(value: str) -> str:
+    """A Redis URL redis-py reads as meant: a known scheme, a port, a numeric database."""
+    try:
+        parsed = urllib.parse.urlsplit(value.strip())
+    except ValueError as error:
+        raise ValueError(f"is malformed ({error})") from None
+    if parsed.scheme not in REDIS_SCHEMES:
+        raise ValueError("is not a Redis URL: it must start with redis://, rediss:// or "
+                         "unix://, e.g. redis://localhost:6379/0")
+    try:
+        parsed.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ValueError("names no host, e.g. redis://localhost:6379/0")
+    database = parsed.path.strip("/")
+    if parsed.scheme != "unix" and database and not database.isdigit():
+        raise ValueError(f"names database {database!r}: a Redis database is a number, "
+                         "e.g. redis://localhost:6379/0")
+    return value.strip()
+
+
+def _bootstrap(value: str) -> str:
+    """Kafka bootstrap servers: ``HOST:PORT[,HOST:PORT...]``."""
+    for server in value.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{server.strip()!r} is not HOST:PORT with a port from 1 to "
+                             "65535, e.g. localhost:9092")
+    return value
+
+
+def _namespace(value: str) -> str:
+    value = _text(value)
+    bad = sorted({character for character in value if character in NAMESPACE_FORBIDDEN})
+    if bad or not value.isprintable() or " " in value:
+        raise ValueError(f"{value!r} may hold neither spaces nor {' '.join(bad) or '*?[]'} "
+                         "(the names of other namespaces would match it); e.g. lab2")
+    return value
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     """One configuration option: its flag, environment variable, default and help.
@@ -127,13 +177,16 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("bootstrap", "LABQUAKE_KAFKA_BOOTSTRAP", "localhost:9092",
-           "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]"),
-    Option("redis", "LABQUAKE_REDIS_URL", "redis://localhost:6379/0", "Redis URL"),
+           "Kafka bootstrap servers, HOST:PORT[,HOST:PORT...]", parse=_bootstrap),
+    Option("redis", "LABQUAKE_REDIS_URL", "redis://localhost:6379/0",
+           "Redis URL (a password goes in LABQUAKE_REDIS_PASSWORD_FILE, not here)",
+           parse=_redis_url),
     Option("topic", "LABQUAKE_TOPIC", "labquake.acoustic", "Kafka topic of the acoustic chunks"),
     Option("model", "LABQUAKE_MODEL", None, "model bundle (a .lqb directory)",
            example="/var/lib/labquake/models/current.lqb", unset="the bundled model"),
     Option("namespace", "LABQUAKE_NAMESPACE", DEFAULT_NAMESPACE,
-           "prefix of every Redis name; keeps deployments on one Redis apart"),
+           "prefix of every Redis name; keeps deployments on one Redis apart (no spaces, "
+           "no * ? [ ])", parse=_namespace),
     Option("group", "LABQUAKE_GROUP", "labquake-monitor",
            "Kafka consumer group; monitors in one group share the topic's partitions"),
     Option("max_batch", "LABQUAKE_MAX_BATCH", DEFAULT_MAX_BATCH,
@@ -169,6 +222,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("alert_warmup", "LABQUAKE_ALERT_WARMUP", None,
            "seconds at a stream's start (and after a gap) whose predictions are marked "
            "warming up", parse=_non_negative_float, example=5.0, unset=BUNDLE_POLICY),
+    Option("stream_idle_timeout", "LABQUAKE_STREAM_IDLE_TIMEOUT", 600.0,
+           "the monitor forgets a stream after this many seconds without a chunk, freeing "
+           "its memory (its stored state continues it if it comes back; 0: never)",
+           parse=_non_negative_float),
+    Option("stream_retention", "LABQUAKE_STREAM_RETENTION", 604800.0,
+           "Redis keeps a stream's latest prediction and recent predictions this many "
+           "seconds after its last window (0: forever)", parse=_non_negative_float),
     Option("metrics_host", "LABQUAKE_METRICS_HOST", "127.0.0.1",
            "address the monitor's Prometheus endpoint binds to (0.0.0.0: every interface)"),
     Option("metrics_port", "LABQUAKE_METRICS_PORT", None,
@@ -250,6 +310,8 @@ class Settings:
     alert_refractory: float | None = _default("alert_refractory")
     alert_update_step: float | None = _default("alert_update_step")
     alert_warmup: float | None = _default("alert_warmup")
+    stream_idle_timeout: float = _default("stream_idle_timeout")
+    stream_retention: float = _default("stream_retention")
     metrics_host: str = _default("metrics_host")
     metrics_port: int | None = _default("metrics_port")
     dashboard_host: str = _default("dashboard_host")
@@ -332,6 +394,11 @@ def resolve(args: argparse.Namespace | None = None,
         flag_value = getattr(args, option.name, None) if args is not None else None
         if flag_value is not None:
             values[option.name] = option.convert(flag_value, option.flag)
+            if option.name == "redis" and urllib.parse.urlsplit(flag_value).password:
+                log.warning("%s holds a password, which every user of this machine can read "
+                            "in the process list; put it in a file named by "
+                            "LABQUAKE_REDIS_PASSWORD_FILE (or in LABQUAKE_REDIS_URL, or the "
+                            "configuration file) instead (docs/security.md)", option.flag)
         elif environ.get(option.env):
             values[option.name] = option.convert(environ[option.env], option.env)
         elif option.name in from_file:

@@ -108,14 +108,50 @@ class RejectedChunkEvent:
         return dataclasses.asdict(self)
 
 
-Event = PredictionEvent | AlertEvent | GapEvent | RejectedChunkEvent
+@dataclasses.dataclass(frozen=True)
+class RunEvent:
+    """The stream started its run ``run`` (1, 2, ...) at ``first_sample``; the previous
+    run ended at ``previous_end_sample`` (exclusive), and what it had not completed is lost."""
+
+    instrument: str
+    channel: str
+    run: int
+    first_sample: int
+    previous_end_sample: int | None
+    run_id: int | None
+    kind: str = "run"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def alert_id(instrument: str, channel: str, window_end_sample: int, kind: str) -> str:
-    """The alert's id: the same alert from a replay or a restarted monitor has the same id."""
-    return f"{instrument}/{channel}@{window_end_sample}:{kind}"
+@dataclasses.dataclass(frozen=True)
+class SkippedChunkEvent:
+    """A chunk of an earlier run, read again after a restart: its results are stored."""
+
+    instrument: str
+    channel: str
+    first_sample: int
+    kind: str = "skipped"
 
 
-def episode_id(instrument: str, channel: str, raise_sample: int) -> str:
-    """The episode's id, shared by all its alerts: the stream and its raise's window."""
-    return f"{instrument}/{channel}@{raise_sample}"
+Event = (PredictionEvent | AlertEvent | GapEvent | RejectedChunkEvent | RunEvent
+         | SkippedChunkEvent)
+
+
+def alert_id(instrument: str, channel: str, window_end_sample: int, kind: str,
+             run: int = 0) -> str:
+    """The alert's id: the same alert from a replay or a restarted monitor has the same id;
+    the alerts of a stream's later runs carry ``#run<k>``."""
+    return f"{instrument}/{channel}{run_label(run)}@{window_end_sample}:{kind}"
+
+
+def run_label(run: int) -> str:
+    """What a stream's run adds to its alert ids (nothing for its first run)."""
+    return f"#run{run}" if run else ""
+
+
+def episode_id(instrument: str, channel: str, raise_sample: int, run: int = 0) -> str:
+    """The episode's id, shared by all its alerts: the stream, its run and its raise's
+    window."""
+    return f"{instrument}/{channel}{run_label(run)}@{raise_sample}"

@@ -12,7 +12,8 @@ What the accumulator does with each chunk, by where it lands on the counter:
 - at the next expected sample: its samples are appended;
 - beyond it: a :class:`Gap` is reported, every partial window is dropped (no window
   spans a gap) and windows restart on the grid from the chunk's first sample;
-- entirely before it (a re-delivery): skipped, reported as :class:`Duplicate`;
+- entirely before it (a re-delivery): skipped, reported as :class:`Duplicate` (which
+  says whether its samples differ from the copy still held);
 - starting before it and ending after: the already-seen part is reported as
   :class:`Duplicate` and only the new part is used.
 
@@ -104,10 +105,12 @@ class Gap:
 
 @dataclasses.dataclass(frozen=True)
 class Duplicate:
-    """Samples ``[first_sample, end_sample)`` arrived again and were skipped."""
+    """Samples ``[first_sample, end_sample)`` arrived again and were skipped; ``differs``:
+    some of them differ from the copy still held (the first copy is the one used)."""
 
     first_sample: int
     end_sample: int
+    differs: bool = False
 
 
 WindowEvent = Window | Gap | Duplicate
@@ -218,7 +221,8 @@ class WindowAccumulator:
                 events.append(Gap(self._next_expected, chunk.first_sample))
             self._restart(chunk.first_sample)
         elif chunk.first_sample < self._next_expected:
-            events.append(Duplicate(chunk.first_sample, min(end, self._next_expected)))
+            stop = min(end, self._next_expected)
+            events.append(Duplicate(chunk.first_sample, stop, self._differs(chunk, stop)))
             if end <= self._next_expected:
                 return events
         position = self._next_expected
@@ -235,6 +239,24 @@ class WindowAccumulator:
                 events.append(self._complete_window(chunk))
         self._next_expected = end
         return events
+
+    def _differs(self, chunk: Chunk, stop: int) -> bool:
+        """Whether the chunk's samples before ``stop`` differ from the held copy of them
+        (only the samples still held in open windows' pieces can be compared)."""
+        hop, piece = self._hop, self._piece
+        position = max(chunk.first_sample, self._first_piece * hop)
+        while position < stop:
+            index, at = divmod(position, hop)
+            if at >= piece:  # a hop longer than the window: samples no window keeps
+                position += hop - at
+                continue
+            end = min(stop, position - at + piece)
+            held = self._pieces[index - self._first_piece][at:at + end - position]
+            sent = chunk.samples[position - chunk.first_sample:end - chunk.first_sample]
+            if not np.array_equal(held, sent):
+                return True
+            position = end
+        return False
 
     def _restart(self, first_sample: int) -> None:
         self._next_expected = first_sample

@@ -1,4 +1,4 @@
-"""Binary wire format of one sample chunk (version 1): what a Kafka message value holds.
+"""Binary wire format of one sample chunk (versions 1 and 2): what a Kafka message holds.
 
 A chunk is a run of consecutive samples from one stream (instrument, channel): a
 small header, two identifiers and a little-endian int16 payload. All numbers are
@@ -7,13 +7,13 @@ little-endian.
 | offset     | size | type    | meaning                                                   |
 | ---------- | ---- | ------- | --------------------------------------------------------- |
 | 0          | 4    | bytes   | magic ``b"LQAE"`` (Labquake Acoustic Emission)            |
-| 4          | 1    | u8      | format version, 1                                         |
+| 4          | 1    | u8      | format version, 1 or 2                                    |
 | 5          | 1    | u8      | dtype code, 1 = int16 little-endian (the only one in v1) |
 | 6          | 2    | u16     | flags, 0 in v1 (reserved)                                 |
 | 8          | 4    | u32     | CRC-32 (zlib) of every byte of the message except these 4 |
 | 12         | 4    | u32     | sample count n, 1 ≤ n ≤ ``MAX_SAMPLES``                   |
-| 16         | 8    | i64     | ``first_sample``: index of the first sample, ≥ 0          |
-| 24         | 8    | f64     | ``sample_rate`` in Hz, finite, > 0                        |
+| 16         | 8    | i64     | ``first_sample``: index of the first sample (range below) |
+| 24         | 8    | f64     | ``sample_rate`` in Hz (range below)                       |
 | 32         | 8    | f64     | ``start_time``: instrument clock of the first sample, s   |
 | 40         | 1    | u8      | instrument id length Li, 1..``MAX_ID_BYTES``              |
 | 41         | 1    | u8      | channel id length Lc, 1..``MAX_ID_BYTES``                 |
@@ -21,8 +21,33 @@ little-endian.
 | 42+Li      | Lc   | UTF-8   | channel id                                                |
 | 42+Li+Lc   | 2n   | int16[] | the samples                                               |
 
-The message is exactly ``42 + Li + Lc + 2n`` bytes. Identifiers are printable text
+The message is exactly ``42 + Li + Lc + 2n`` bytes. Version 2 inserts one field after
+the channel id length, so the ids and samples start 4 bytes later (``46 + Li + Lc + 2n``
+bytes in all):
+
+| offset     | size | type    | meaning                                                   |
+| ---------- | ---- | ------- | --------------------------------------------------------- |
+| 42         | 4    | u32     | ``run``: the instrument's run (boot) id                   |
+
+A run is one uninterrupted life of the instrument's sample counter: an instrument that
+reboots and counts from 0 again starts a new run, and says so with another run id (a
+boot counter, say). The monitor then cuts the new run's windows afresh. A version-1
+chunk has no run id (``Chunk.run`` is ``None``); for it, the monitor infers a new run
+from the counter jumping back (``stream.engine.pipeline``). Identifiers are printable text
 without ``/`` (so the Kafka key ``instrument/channel`` names one stream only).
+
+Every number is range-checked, so that no valid-checksum message can carry a value the
+monitor's arithmetic cannot take:
+
+- ``sample_rate`` in [``MIN_SAMPLE_RATE``, ``MAX_SAMPLE_RATE``] = [0.001 Hz, 1 GHz]: a
+  Penn State row rate (10 Hz) and a fast AE digitiser (tens of MHz) both fit, while a
+  rate such as 1e300 or 5e-324 (which would size a stream's context at 1e295 rows, or
+  divide to zero) does not;
+- ``first_sample`` ≥ 0 and ``first_sample + n`` ≤ ``MAX_END_SAMPLE`` = 2**62, so a
+  window cut on the counter, rounded up to its hop, stays far inside int64;
+- ``|start_time|`` ≤ ``MAX_ABS_START_TIME`` (1e12 s, about 31,700 years), so a time
+  extrapolated across a window stays finite.
+
 The checksum catches a message damaged between instrument and monitor (a bad
 producer, a truncated file) so it goes to the dead-letter topic instead of feeding
 wrong samples into a window.
@@ -51,24 +76,33 @@ import zlib
 import numpy as np
 
 MAGIC = b"LQAE"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # written for a chunk with a run id; version 1 without one
+READ_VERSIONS = (1, 2)
+MAX_RUN_ID = 2**32 - 1
 DTYPE_INT16_LE = 1
 SAMPLE_DTYPE = np.dtype("<i2")
 MAX_SAMPLES = 1_048_576
 MAX_ID_BYTES = 64
-MAX_FIRST_SAMPLE = 2**63 - 1
+# The counter's range leaves room for windows, hops and sums past a chunk's end in int64.
+MAX_END_SAMPLE = 2**62
+MAX_FIRST_SAMPLE = MAX_END_SAMPLE - 1
+MIN_SAMPLE_RATE = 1e-3
+MAX_SAMPLE_RATE = 1e9
+MAX_ABS_START_TIME = 1e12
 KEY_SEPARATOR = "/"
 
 # magic, version, dtype, flags, crc, count, first_sample, sample_rate, start_time,
 # instrument length, channel length.
 _HEADER = struct.Struct("<4sBBHIIqddBB")
+_RUN = struct.Struct("<I")
 HEADER_SIZE = _HEADER.size
+HEADER_SIZE_V2 = HEADER_SIZE + _RUN.size
 _CRC_OFFSET = 8
 _CRC_END = _CRC_OFFSET + 4
 
 
 class WireError(ValueError):
-    """A message is not a valid version-1 chunk; ``str(error)`` says why in one line."""
+    """A message is not a valid chunk; ``str(error)`` says why in one line."""
 
 
 class BadMagic(WireError):
@@ -106,10 +140,14 @@ class Chunk:
     Args:
         instrument: instrument id, printable, no ``/``, 1..64 UTF-8 bytes.
         channel: channel id, same rules.
-        first_sample: index of ``samples[0]`` on the instrument's sample counter, ≥ 0.
-        sample_rate: samples per second (Hz), finite and > 0.
-        start_time: instrument clock time of ``samples[0]`` in seconds, finite.
+        first_sample: index of ``samples[0]`` on the instrument's sample counter, ≥ 0,
+            and ``first_sample + len(samples)`` ≤ ``MAX_END_SAMPLE``.
+        sample_rate: samples per second (Hz), in [``MIN_SAMPLE_RATE``, ``MAX_SAMPLE_RATE``].
+        start_time: instrument clock time of ``samples[0]`` in seconds, at most
+            ``MAX_ABS_START_TIME`` from 0.
         samples: 1-D int16 array of 1..``MAX_SAMPLES`` samples.
+        run: the instrument's run (boot) id, 0..2**32 - 1, or ``None`` (unknown, as in a
+            version-1 message).
 
     Example:
         >>> import numpy as np
@@ -124,20 +162,28 @@ class Chunk:
     sample_rate: float
     start_time: float
     samples: np.ndarray
+    run: int | None = None
 
     def __post_init__(self) -> None:
         check_id("instrument", self.instrument)
         check_id("channel", self.channel)
         first_sample = _as_int("first_sample", self.first_sample)
-        if not 0 <= first_sample <= MAX_FIRST_SAMPLE:
-            raise BadHeader(f"first_sample must be in [0, 2**63), got {first_sample}")
-        sample_rate = _as_float("sample_rate", self.sample_rate)
-        if not (math.isfinite(sample_rate) and sample_rate > 0):
-            raise BadHeader(f"sample_rate must be finite and > 0 Hz, got {sample_rate!r}")
-        start_time = _as_float("start_time", self.start_time)
-        if not math.isfinite(start_time):
-            raise BadHeader(f"start_time must be finite, got {start_time!r}")
         samples = _check_samples(self.samples)
+        if not 0 <= first_sample <= MAX_END_SAMPLE - len(samples):
+            raise BadHeader(f"first_sample {first_sample} with {len(samples)} samples leaves "
+                            f"the counter's range: first_sample + samples must be in "
+                            f"[0, 2**62]")
+        sample_rate = _as_float("sample_rate", self.sample_rate)
+        check_sample_rate(sample_rate, BadHeader)
+        start_time = _as_float("start_time", self.start_time)
+        if not (math.isfinite(start_time) and abs(start_time) <= MAX_ABS_START_TIME):
+            raise BadHeader(f"start_time must be finite and within ±{MAX_ABS_START_TIME:g} s,"
+                            f" got {start_time!r}")
+        if self.run is not None:
+            run = _as_int("run", self.run)
+            if not 0 <= run <= MAX_RUN_ID:
+                raise BadHeader(f"run id must be in 0..{MAX_RUN_ID}, got {run}")
+            object.__setattr__(self, "run", run)
         # Normalise numpy scalars and the like to plain Python values once, here.
         object.__setattr__(self, "first_sample", first_sample)
         object.__setattr__(self, "sample_rate", sample_rate)
@@ -168,13 +214,14 @@ class Chunk:
 
 
 def encode(chunk: Chunk) -> bytes:
-    """Serialise a chunk to the version-1 byte layout of this module.
+    """Serialise a chunk: version 2 when it has a run id, version 1 when not.
 
     Args:
         chunk: the chunk (already validated by its constructor).
 
     Returns:
-        The message bytes, ``HEADER_SIZE + Li + Lc + 2 * len(chunk.samples)`` long.
+        The message bytes, ``HEADER_SIZE + Li + Lc + 2 * len(chunk.samples)`` long
+        (``HEADER_SIZE_V2 + ...`` with a run id).
 
     Example:
         >>> import numpy as np
@@ -184,9 +231,11 @@ def encode(chunk: Chunk) -> bytes:
     instrument = chunk.instrument.encode("utf-8")
     channel = chunk.channel.encode("utf-8")
     message = bytearray(_HEADER.pack(
-        MAGIC, FORMAT_VERSION, DTYPE_INT16_LE, 0, 0, len(chunk.samples), chunk.first_sample,
-        chunk.sample_rate, chunk.start_time, len(instrument), len(channel),
+        MAGIC, 1 if chunk.run is None else 2, DTYPE_INT16_LE, 0, 0, len(chunk.samples),
+        chunk.first_sample, chunk.sample_rate, chunk.start_time, len(instrument), len(channel),
     ))
+    if chunk.run is not None:
+        message += _RUN.pack(chunk.run)
     message += instrument
     message += channel
     message += chunk.samples.astype(SAMPLE_DTYPE, copy=False).tobytes()
@@ -195,7 +244,7 @@ def encode(chunk: Chunk) -> bytes:
 
 
 def decode(data: bytes) -> Chunk:
-    """Parse and validate one version-1 message.
+    """Parse and validate one message of version 1 or 2.
 
     Checks run cheapest first: header size, magic, version, dtype, flags, sample
     count limit and identifier lengths, then the total length, then the checksum,
@@ -230,15 +279,21 @@ def decode(data: bytes) -> Chunk:
      instrument_length, channel_length) = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise BadMagic(f"message starts with {magic!r}, not {MAGIC!r}: not a labquake chunk")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise UnsupportedVersion(
-            f"format version {version} is not supported (this reader knows {FORMAT_VERSION});"
-            " upgrade labquake"
+            f"format version {version} is not supported (this reader knows "
+            f"{', '.join(map(str, READ_VERSIONS))}); upgrade labquake"
         )
     if dtype_code != DTYPE_INT16_LE:
-        raise BadHeader(f"dtype code {dtype_code} is unknown (version 1 knows 1 = int16 LE)")
+        raise BadHeader(f"dtype code {dtype_code} is unknown (version {version} knows 1 ="
+                        " int16 LE)")
     if flags != 0:
-        raise BadHeader(f"flags are 0x{flags:04x}, must be 0 in version 1")
+        raise BadHeader(f"flags are 0x{flags:04x}, must be 0 in version {version}")
+    header_size = HEADER_SIZE if version == 1 else HEADER_SIZE_V2
+    if len(data) < header_size:
+        raise BadHeader(f"message is {len(data)} bytes, shorter than the {header_size}-byte "
+                        f"header of version {version}")
+    run = None if version == 1 else _RUN.unpack_from(data, HEADER_SIZE)[0]
     if count > MAX_SAMPLES:
         raise TooLarge(f"header declares {count} samples, more than the limit {MAX_SAMPLES}")
     if count == 0:
@@ -246,7 +301,7 @@ def decode(data: bytes) -> Chunk:
     for name, length in (("instrument", instrument_length), ("channel", channel_length)):
         if not 1 <= length <= MAX_ID_BYTES:
             raise BadHeader(f"{name} id length {length} is outside 1..{MAX_ID_BYTES} bytes")
-    payload_offset = HEADER_SIZE + instrument_length + channel_length
+    payload_offset = header_size + instrument_length + channel_length
     expected_length = payload_offset + 2 * count
     if len(data) != expected_length:
         raise BadPayload(
@@ -256,10 +311,10 @@ def decode(data: bytes) -> Chunk:
     actual_crc = _checksum(data)
     if actual_crc != crc:
         raise BadChecksum(f"CRC-32 is 0x{actual_crc:08x}, header says 0x{crc:08x}: damaged message")
-    instrument = _decode_id("instrument", data[HEADER_SIZE:HEADER_SIZE + instrument_length])
-    channel = _decode_id("channel", data[HEADER_SIZE + instrument_length:payload_offset])
+    instrument = _decode_id("instrument", data[header_size:header_size + instrument_length])
+    channel = _decode_id("channel", data[header_size + instrument_length:payload_offset])
     samples = np.frombuffer(data, dtype=SAMPLE_DTYPE, count=count, offset=payload_offset)
-    return Chunk(instrument, channel, first_sample, sample_rate, start_time, samples)
+    return Chunk(instrument, channel, first_sample, sample_rate, start_time, samples, run)
 
 
 def message_key(instrument: str, channel: str) -> bytes:
@@ -281,6 +336,14 @@ def message_key(instrument: str, channel: str) -> bytes:
     check_id("instrument", instrument)
     check_id("channel", channel)
     return f"{instrument}{KEY_SEPARATOR}{channel}".encode()
+
+
+def check_sample_rate(sample_rate: float, error: type[Exception] = ValueError) -> None:
+    """Raise ``error`` unless ``sample_rate`` (Hz) is in the range a chunk may carry."""
+    if not (isinstance(sample_rate, int | float) and math.isfinite(sample_rate)
+            and MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE):
+        raise error(f"sample_rate must be from {MIN_SAMPLE_RATE:g} to {MAX_SAMPLE_RATE:g} Hz,"
+                    f" got {sample_rate!r}")
 
 
 def _checksum(message: bytes | bytearray) -> int:

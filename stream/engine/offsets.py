@@ -68,6 +68,10 @@ class OffsetTracker:
             oldest_offset = min(oldest_offset, chunks[0][0])
         return oldest_offset
 
+    def forget_stream(self, partition: Hashable, stream_id: StreamId) -> None:
+        """Drop the chunks recorded for one stream (its run ended: none is needed again)."""
+        self._chunks.get(partition, {}).pop(stream_id, None)
+
     def partitions(self) -> list[Hashable]:
         """The partitions read from."""
         return list(self._next)

@@ -12,9 +12,24 @@ Events, in order per stream: :class:`PredictionEvent` for every window,
 :class:`AlertEvent` when the policy raises, updates, withdraws or clears an alert
 episode, :class:`GapEvent` when the sample
 counter jumps, :class:`RejectedChunkEvent` for a chunk inconsistent with its stream (its
-sample rate differs from the stream's): the chunk is not used, and the source puts it in
-its dead letters with the reason. A stream has one sample rate, the rate of its first
-chunk; an instrument whose rate changes sends the new rate as another channel.
+sample rate differs from the stream's, or its counter leaps far ahead unconfirmed): the
+chunk is not used, and the source puts it in its dead letters with the reason. A stream
+has one sample rate, the rate of its first chunk; an instrument whose rate changes sends
+the new rate as another channel.
+
+Runs: an instrument that reboots counts from 0 again. A chunk whose counter lies more
+than ``RUN_RESTART_MARGIN_S`` seconds of signal before the stream's position, or whose
+run id (wire version 2) differs from the stream's, starts a new run of the stream
+(:class:`RunEvent`): fresh windows, context and alert state, and alert ids of its own
+(``#run<k>``, k counted from the stream's first run, so a replay of the same messages
+gives the same ids). A source that passes each chunk's position (its Kafka offset) lets
+a restarted process skip the chunks of runs whose results are stored already
+(:class:`SkippedChunkEvent`).
+
+Far jumps: a chunk more than ``FAR_JUMP_LIMIT_S`` seconds of signal ahead of the stream
+is not trusted on its own (a forged or corrupted counter would otherwise blind the stream
+for good): it is refused, and the jump is taken only when the next chunk continues
+where the refused one ended.
 
 Example:
     >>> import numpy as np
@@ -51,6 +66,8 @@ from stream.core.events import (
     GapEvent,
     PredictionEvent,
     RejectedChunkEvent,
+    RunEvent,
+    SkippedChunkEvent,
     StreamId,
     alert_id,
     episode_id,
@@ -68,6 +85,14 @@ from stream.core.wire import Chunk
 
 log = logging.getLogger(__name__)
 
+# A counter that goes back by more than this much signal (or by two windows and a hop,
+# if more) is an instrument that started counting again: a new run. Less is a re-send.
+RUN_RESTART_MARGIN_S = 10.0
+# A counter that leaps ahead by more than this much signal needs the next chunk to confirm.
+FAR_JUMP_LIMIT_S = 3600.0
+# A stream's gaps are logged at most this often (each is counted).
+GAP_LOG_INTERVAL_S = 10.0
+
 @dataclasses.dataclass
 class _PendingWindow:
     stream_id: StreamId
@@ -82,6 +107,18 @@ class _Stream:
     pending: int = 0  # windows of this stream waiting in the batch
     context: StreamContext | None = None  # for a predictor that reads a context
     context_state: Mapping[str, Any] | None = None  # a restarted stream's, until used
+    run: int = 0  # runs started before this one
+    run_id: int | None = None  # the wire's run id of the current run (version 2)
+    run_position: int | None = None  # the source position of the current run's first chunk
+    jump_candidate: int | None = None  # where a refused far-ahead chunk ended
+    last_chunk_at: float = 0.0  # clock of its last chunk, for dropping idle streams
+    # Source position and end sample of the last chunk taken; restored from the stored
+    # state, they tell a chunk read again after a restart (at or before that position:
+    # checked when first read) from one that continues the stream.
+    last_position: int | None = None
+    last_end_sample: int | None = None
+    gap_logged_at: float | None = None
+    mismatch_logged_at: float | None = None
 
 
 @dataclasses.dataclass
@@ -92,7 +129,11 @@ class Counters:
     samples: int = 0
     duplicate_chunks: int = 0
     rejected_chunks: int = 0
+    far_jumps: int = 0  # chunks far ahead refused (a confirmed jump is a gap)
     gaps: int = 0
+    runs: int = 0  # new runs of a stream (an instrument counting again)
+    stale_chunks: int = 0  # chunks of an earlier run read again after a restart
+    resent_mismatches: int = 0  # re-sent samples that differ from the first copy
     windows: int = 0
     seen_windows: int = 0  # read again after a restart or rebalance, processed already
     batches: int = 0
@@ -144,20 +185,48 @@ class Pipeline:
 
     # -- input ----------------------------------------------------------------------------
 
-    def add(self, chunk: Chunk) -> list[Event]:
-        """Take one chunk; return the events of any batch it completed, or its rejection."""
+    def add(self, chunk: Chunk, position: int | None = None) -> list[Event]:
+        """Take one chunk; return the events of any batch it completed, or its rejection.
+
+        Args:
+            chunk: the next chunk of its stream, in arrival order.
+            position: where the source read it, increasing along the stream (a Kafka
+                offset); ``None`` where the source never re-reads (a file).
+        """
         stream = self._stream(chunk.stream_id)
-        if stream.sample_rate is None:
-            stream.sample_rate = chunk.sample_rate
-        elif chunk.sample_rate != stream.sample_rate:
+        stream.last_chunk_at = self._clock()
+        if (position is not None and stream.run_position is not None
+                and position < stream.run_position):
+            self.counters.stale_chunks += 1
+            return [SkippedChunkEvent(*chunk.stream_id, chunk.first_sample)]
+        refusal = self._refusal(stream, chunk)
+        prelude: list[Event] = []
+        read_again = (position is not None and stream.last_position is not None
+                      and position <= stream.last_position)
+        if refusal is None and not read_again:
+            refusal = self._far_jump(stream, chunk)
+            if refusal is None and self._starts_run(stream, chunk):
+                prelude = self._new_run(chunk.stream_id, stream, chunk, position)
+        if refusal is None and position is not None and not read_again:
+            stream.last_position, stream.last_end_sample = position, chunk.end_sample
+        if refusal is None:
+            try:
+                items = stream.accumulator.add(chunk)
+            except (ArithmeticError, ValueError, MemoryError) as error:
+                # Unreachable for a chunk the wire accepts; should it happen, the one
+                # stream starts its windows afresh and the chunk is refused, rather than
+                # the monitor (and every stream of the partition) stopping on it.
+                log.error("%s/%s: the chunk at sample %d could not be taken (%s: %s); "
+                          "the stream's windows start afresh", *chunk.stream_id,
+                          chunk.first_sample, type(error).__name__, error)
+                stream.accumulator = WindowAccumulator(self.window, self.hop)
+                refusal = f"Unprocessable: {type(error).__name__}: {error}"
+        if refusal is not None:
             self.counters.rejected_chunks += 1
-            return [RejectedChunkEvent(*chunk.stream_id, chunk.first_sample, (
-                f"SampleRateMismatch: the chunk at sample {chunk.first_sample} is at "
-                f"{chunk.sample_rate!r} Hz, its stream {chunk.instrument}/{chunk.channel} at "
-                f"{stream.sample_rate!r} Hz; send another rate as another channel"))]
+            return [*prelude, RejectedChunkEvent(*chunk.stream_id, chunk.first_sample, refusal)]
         self.counters.chunks += 1
-        events: list[Event] = []
-        for item in stream.accumulator.add(chunk):
+        events: list[Event] = prelude
+        for item in items:
             if isinstance(item, Window):
                 seen = stream.policy.last_window_end_sample
                 if seen is not None and item.last_sample <= seen:
@@ -177,9 +246,13 @@ class Pipeline:
                 if self._blocks is not None:
                     self._blocks.forget(chunk.stream_id)
                 self.counters.gaps += 1
+                self._log_gap(stream, chunk, item)
                 events.append(GapEvent(*chunk.stream_id, item.expected_sample, item.got_sample))
             elif isinstance(item, Duplicate):
                 self.counters.duplicate_chunks += int(item.first_sample == chunk.first_sample)
+                if item.differs:
+                    self.counters.resent_mismatches += 1
+                    self._log_mismatch(stream, chunk, item)
         self.counters.samples += len(chunk.samples)
         if len(self._pending) >= self.max_batch:
             events.extend(self._run_batch())
@@ -224,6 +297,12 @@ class Pipeline:
         alert policy's state and the stream's sample rate."""
         stream = self._streams[stream_id]
         snapshot = {**stream.policy.snapshot(), "sample_rate": stream.sample_rate}
+        if stream.run:
+            snapshot.update(run=stream.run, run_position=stream.run_position)
+        if stream.last_position is not None:
+            snapshot.update(position=stream.last_position, end_sample=stream.last_end_sample)
+        if stream.run_id is not None:
+            snapshot["run_id"] = stream.run_id
         if stream.context is not None:
             snapshot["context"] = {**stream.context.snapshot(),
                                    "config": stream.context.config.to_dict()}
@@ -240,6 +319,23 @@ class Pipeline:
         if not self._pending:
             self._pending_since = None
 
+    def drop_idle(self, idle_s: float) -> list[StreamId]:
+        """Forget the streams without a chunk for ``idle_s`` seconds and no window waiting.
+
+        Their memory (open windows, context) is freed; a stream that comes back continues
+        from its stored state (``policy_state``) like one after a restart, so the window
+        that spans the pause is lost.
+
+        Returns:
+            The streams forgotten.
+        """
+        now = self._clock()
+        idle = [stream_id for stream_id, stream in self._streams.items()
+                if not stream.pending and now - stream.last_chunk_at >= idle_s]
+        for stream_id in idle:
+            self.drop_stream(stream_id)
+        return idle
+
     # -- internals ------------------------------------------------------------------------
 
     def _stream(self, stream_id: StreamId) -> _Stream:
@@ -255,11 +351,121 @@ class Pipeline:
                          "before sample %d were processed already and raise no alert "
                          "again (a new recording should use a new instrument name or "
                          "namespace)", *stream_id, policy.last_window_end_sample)
+            state = state or {}
             stream = _Stream(WindowAccumulator(self.window, self.hop), policy,
-                             sample_rate=state.get("sample_rate") if state else None,
-                             context_state=state.get("context") if state else None)
+                             sample_rate=state.get("sample_rate"),
+                             context_state=state.get("context"), run=state.get("run", 0),
+                             run_id=state.get("run_id"),
+                             run_position=state.get("run_position"),
+                             last_position=state.get("position"),
+                             last_end_sample=state.get("end_sample"))
             self._streams[stream_id] = stream
         return stream
+
+    def _refusal(self, stream: _Stream, chunk: Chunk) -> str | None:
+        """Why ``chunk`` cannot join its stream (one line), or ``None``."""
+        if stream.sample_rate is not None:
+            if chunk.sample_rate == stream.sample_rate:
+                return None
+            return (f"SampleRateMismatch: the chunk at sample {chunk.first_sample} is at "
+                    f"{chunk.sample_rate!r} Hz, its stream {chunk.instrument}/{chunk.channel} "
+                    f"at {stream.sample_rate!r} Hz; send another rate as another channel")
+        if reads_context(self.predictor):
+            # The context is sized by the rate: one the model cannot keep is refused now,
+            # at the stream's first chunk, not in a batch shared with other streams.
+            try:
+                context = cast(ContextPredictor, self.predictor).new_context(
+                    chunk.sample_rate, self.hop)
+            except (ValueError, ArithmeticError, MemoryError) as error:
+                self._streams.pop(chunk.stream_id, None)
+                return f"UnsupportedRate: {chunk.sample_rate!r} Hz: {error}"
+            if stream.context_state is None:
+                stream.context = context
+        stream.sample_rate = chunk.sample_rate
+        return None
+
+    def _position_of(self, stream: _Stream) -> int | None:
+        """The sample that continues the stream: from its windows, or, just restored, the
+        end of the last chunk its stored state had taken (``None``: not known)."""
+        expected = stream.accumulator.next_expected_sample
+        return stream.last_end_sample if expected is None else expected
+
+    def _far_jump(self, stream: _Stream, chunk: Chunk) -> str | None:
+        """Why a chunk far ahead of its stream is refused, or ``None`` (taken)."""
+        expected = self._position_of(stream)
+        limit = max(self.window, round(FAR_JUMP_LIMIT_S * chunk.sample_rate))
+        if expected is None or chunk.first_sample - expected <= limit:
+            stream.jump_candidate = None
+            return None
+        if stream.jump_candidate == chunk.first_sample:
+            stream.jump_candidate = None  # the refused chunk's successor: confirmed
+            log.warning("%s/%s: the counter's jump from %d to %d is confirmed by the next "
+                        "chunk; the stream goes on from there", *chunk.stream_id, expected,
+                        chunk.first_sample)
+            return None
+        stream.jump_candidate = chunk.end_sample
+        self.counters.far_jumps += 1
+        return (f"FarJump: the chunk starts at sample {chunk.first_sample}, "
+                f"{chunk.first_sample - expected} samples ahead of its stream "
+                f"{chunk.instrument}/{chunk.channel} (at {expected}), more than "
+                f"{FAR_JUMP_LIMIT_S:g} s of signal; taken only when the next chunk continues it")
+
+    def _starts_run(self, stream: _Stream, chunk: Chunk) -> bool:
+        """Whether ``chunk`` begins a new run: another run id, or the counter far back."""
+        if chunk.run is not None and stream.run_id is not None and chunk.run != stream.run_id:
+            return True
+        if stream.run_id is None and chunk.run is not None and stream.run == 0:
+            stream.run_id = chunk.run  # the stream's first run names itself
+        expected = self._position_of(stream)
+        margin = max(2 * self.window + self.hop,
+                     round(RUN_RESTART_MARGIN_S * chunk.sample_rate))
+        return expected is not None and chunk.first_sample < expected - margin
+
+    def _new_run(self, stream_id: StreamId, stream: _Stream, chunk: Chunk,
+                 position: int | None) -> list[Event]:
+        """Close the stream's run and start the next with fresh windows, context and alert
+        state; the old run's waiting windows are predicted first."""
+        events = self.flush()
+        previous_end = self._position_of(stream)
+        stream.run += 1
+        stream.run_id = chunk.run
+        stream.run_position = position
+        stream.accumulator = WindowAccumulator(self.window, self.hop)
+        stream.policy = AlertPolicy(self.policy_config)
+        stream.context = None
+        stream.context_state = None
+        stream.jump_candidate = None
+        if self._blocks is not None:
+            self._blocks.forget(stream_id)
+        self.counters.runs += 1
+        log.warning("%s/%s: new run %d of the instrument: its counter went from %s back to "
+                    "%d%s; windows, context and alert state start afresh", *stream_id,
+                    stream.run, previous_end, chunk.first_sample,
+                    "" if chunk.run is None else f" (run id {chunk.run})")
+        events.append(RunEvent(*stream_id, stream.run, chunk.first_sample, previous_end,
+                               chunk.run))
+        return events
+
+    def _log_gap(self, stream: _Stream, chunk: Chunk, gap: Gap) -> None:
+        now = self._clock()
+        if stream.gap_logged_at is not None and now - stream.gap_logged_at < GAP_LOG_INTERVAL_S:
+            return
+        stream.gap_logged_at = now
+        log.warning("%s/%s: gap in the sample counter: samples %d to %d (%d) never arrived; "
+                    "no window spans them (gaps counted in labquake_gaps_total, logged at "
+                    "most every %g s)", *chunk.stream_id, gap.expected_sample,
+                    gap.got_sample - 1, gap.missing_samples, GAP_LOG_INTERVAL_S)
+
+    def _log_mismatch(self, stream: _Stream, chunk: Chunk, duplicate: Duplicate) -> None:
+        now = self._clock()
+        if (stream.mismatch_logged_at is not None
+                and now - stream.mismatch_logged_at < GAP_LOG_INTERVAL_S):
+            return
+        stream.mismatch_logged_at = now
+        log.warning("%s/%s: samples %d to %d were sent again with other values; the first "
+                    "copy is kept (labquake_resent_mismatches_total; logged at most every "
+                    "%g s)", *chunk.stream_id, duplicate.first_sample,
+                    duplicate.end_sample - 1, GAP_LOG_INTERVAL_S)
 
     def _enqueue(self, stream_id: StreamId, stream: _Stream, window: Window) -> None:
         if not self._pending:
@@ -336,13 +542,15 @@ class Pipeline:
             setattr(self.counters, counter, getattr(self.counters, counter) + 1)
             interval = self.policy_config.interval
             events.append(AlertEvent(
-                alert_id=alert_id(instrument, channel, end_sample, transition.kind),
+                alert_id=alert_id(instrument, channel, end_sample, transition.kind,
+                                  stream.run),
                 kind=transition.kind, instrument=instrument, channel=channel,
                 window_end_sample=end_sample, window_end_time=end_time,
                 ttf_s=ttf_s, tsf_s=tsf_s, p_failure=p_failure,
                 threshold=self.policy_config.raise_threshold, model_version=version,
                 emitted_at=round(self._clock(), 6), reason=transition.reason,
-                episode_id=episode_id(instrument, channel, transition.episode_sample),
+                episode_id=episode_id(instrument, channel, transition.episode_sample,
+                                      stream.run),
                 failure_time=transition.failure_time,
                 failure_time_lower=transition.failure_time_lower,
                 failure_time_upper=transition.failure_time_upper,

@@ -65,6 +65,7 @@ import logging
 import math
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType
@@ -72,10 +73,23 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
-from stream.config.arguments import at_least, finite_number, positive_or_endless
+from stream.config.arguments import at_least, finite_number, positive_number, positive_or_endless
 from stream.config.options import Settings, add_options, resolve
 from stream.core.errors import LabquakeError, ServiceUnavailable
-from stream.core.wire import HEADER_SIZE, SAMPLE_DTYPE, Chunk, WireError, encode, message_key
+from stream.core.wire import (
+    HEADER_SIZE_V2,
+    MAX_ABS_START_TIME,
+    MAX_FIRST_SAMPLE,
+    MAX_RUN_ID,
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    SAMPLE_DTYPE,
+    Chunk,
+    WireError,
+    check_sample_rate,
+    encode,
+    message_key,
+)
 from stream.io.kafka_logging import quiet_kafka_logs
 from stream.io.security import kafka_client_options
 
@@ -104,12 +118,19 @@ KAFKA_BATCH_BYTES = 512 * 1024
 KAFKA_LINGER_MS = 5
 KAFKA_MAX_IN_FLIGHT = 5  # the most the idempotent producer allows with ordering kept
 KAFKA_BOOTSTRAP_TIMEOUT_MS = 10_000
+KAFKA_REQUEST_TIMEOUT_MS = 30_000  # kafka-python's default, stated: the delivery bound uses it
 # Codecs kafka-python knows, and the Python package each needs beyond kafka-python.
 COMPRESSION_PACKAGES = {"gzip": None, "lz4": "lz4", "zstd": "zstandard",
                         "snappy": "python-snappy"}
-# How long a chunk may take to be acknowledged, retries included, before it counts as lost.
-KAFKA_DELIVERY_TIMEOUT_MS = 120_000
-FLUSH_TIMEOUT_S = KAFKA_DELIVERY_TIMEOUT_MS / 1000
+# How long the producer waits for Kafka (a broker away) before it gives up, exits with
+# ServiceUnavailable's code 3 and says where to resume; a chunk may take as long to be
+# acknowledged, retries included.
+DEFAULT_OUTAGE_TIMEOUT_S = 300.0
+# The most bytes of chunks sent but not yet acknowledged; beyond, sending blocks (the
+# source is read no further) until Kafka acknowledges, so an outage costs bounded memory.
+MAX_PENDING_BYTES = 32 << 20
+PENDING_POLL_S = 0.05
+PAUSE_LOG_AFTER_S = 1.0
 
 
 def as_samples(values: object) -> np.ndarray:
@@ -163,7 +184,7 @@ class Chunker:
     Args:
         instrument: instrument id (the rules of :class:`~stream.core.wire.Chunk`).
         channel: channel id.
-        sample_rate: samples per second, finite and > 0.
+        sample_rate: samples per second, in the range ``stream.core.wire`` allows.
         chunk_samples: samples per chunk, 1..``MAX_CHUNK_SAMPLES``.
         first_sample: counter index of the first sample pushed, ≥ 0.
         start_time: instrument clock (s) of the first sample; ``None`` means
@@ -184,7 +205,7 @@ class Chunker:
 
     def __init__(self, instrument: str, channel: str = DEFAULT_CHANNEL, *, sample_rate: float,
                  chunk_samples: int = DEFAULT_CHUNK_SAMPLES, first_sample: int = 0,
-                 start_time: float | None = None) -> None:
+                 start_time: float | None = None, run: int = 0) -> None:
         try:
             message_key(instrument, channel)
         except WireError as error:
@@ -194,18 +215,27 @@ class Chunker:
             raise LabquakeError(
                 f"chunk size {chunk_samples!r} must be a whole number"
                 f" from 1 to {MAX_CHUNK_SAMPLES}")
-        if not (isinstance(first_sample, int | np.integer) and first_sample >= 0):
-            raise LabquakeError(f"first sample {first_sample!r} must be a whole number ≥ 0")
+        if not (isinstance(first_sample, int | np.integer)
+                and 0 <= first_sample <= MAX_FIRST_SAMPLE):
+            raise LabquakeError(f"first sample {first_sample!r} must be a whole number from 0"
+                                f" to 2**62 - 1 ({MAX_FIRST_SAMPLE})")
         sample_rate = float(sample_rate)
-        if not (math.isfinite(sample_rate) and sample_rate > 0):
-            raise LabquakeError(f"sample rate {sample_rate!r} Hz must be finite and > 0")
+        try:
+            check_sample_rate(sample_rate)
+        except ValueError as error:
+            raise LabquakeError(f"sample rate: {error}; give the instrument's rate in Hz"
+                                ) from None
         if start_time is None:
             start_time = int(first_sample) / sample_rate
-        if not math.isfinite(start_time):
-            raise LabquakeError(f"start time {start_time!r} s must be finite")
+        if not (math.isfinite(start_time) and abs(start_time) <= MAX_ABS_START_TIME):
+            raise LabquakeError(f"start time {start_time!r} s must be finite and within "
+                                f"±{MAX_ABS_START_TIME:g} s")
+        if not (isinstance(run, int | np.integer) and 0 <= run <= MAX_RUN_ID):
+            raise LabquakeError(f"run id {run!r} must be a whole number from 0 to {MAX_RUN_ID}")
         self.instrument = instrument
         self.channel = channel
         self.sample_rate = sample_rate
+        self.run = int(run)
         self.chunk_samples = int(chunk_samples)
         self.origin = int(first_sample)
         self.start_time = float(start_time)
@@ -282,8 +312,12 @@ class Chunker:
         return chunk
 
     def _chunk(self, first_sample: int, samples: np.ndarray) -> Chunk:
-        return Chunk(self.instrument, self.channel, first_sample, self.sample_rate,
-                     self.time_of(first_sample), samples)
+        try:
+            return Chunk(self.instrument, self.channel, first_sample, self.sample_rate,
+                         self.time_of(first_sample), samples, self.run)
+        except WireError as error:  # the counter or the clock ran out of the wire's range
+            raise LabquakeError(f"cannot send the chunk at sample {first_sample}: {error}"
+                                ) from None
 
 
 def send_deadline(start: float, samples: int, rate: float) -> float:
@@ -442,25 +476,40 @@ def check_compression(compression: str | None) -> None:
 class KafkaChunkSink:
     """Delivers chunks to a Kafka topic with kafka-python's idempotent producer.
 
+    While Kafka does not acknowledge (a broker away), chunks wait in memory up to
+    ``max_pending_bytes``; then ``send`` blocks until Kafka acknowledges some, for at most
+    ``outage_timeout_s``, after which it gives up (``ServiceUnavailable``).
+
     Args:
         bootstrap: Kafka bootstrap servers.
         topic: the topic.
         compression: ``None`` (default) or a codec of ``COMPRESSION_PACKAGES``.
         client_options: kafka-python security options
             (``stream.io.security.kafka_client_options``).
+        outage_timeout_s: how long to wait for Kafka before giving up.
+        max_pending_bytes: the most bytes sent and not yet acknowledged.
 
     Raises:
         LabquakeError: a codec that cannot be used; ServiceUnavailable: no broker answers.
     """
 
     def __init__(self, bootstrap: str, topic: str, compression: str | None = None,
-                 client_options: Mapping[str, Any] | None = None) -> None:
+                 client_options: Mapping[str, Any] | None = None,
+                 outage_timeout_s: float = DEFAULT_OUTAGE_TIMEOUT_S,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaTimeoutError
 
         check_compression(compression)
         self.bootstrap = bootstrap
         self.topic = topic
+        self.outage_timeout_s = outage_timeout_s
+        self.max_pending_bytes = max_pending_bytes
+        self.pending_bytes = 0  # changed on kafka-python's I/O thread too: under the lock
+        self.peak_pending_bytes = 0
+        self._lock = threading.Lock()
+        self._last_progress = time.monotonic()  # of the last acknowledgement, or idle
+        self._gave_up = False
         self._failure: Exception | None = None
         try:
             self._producer = KafkaProducer(
@@ -468,7 +517,11 @@ class KafkaChunkSink:
                 acks="all",
                 enable_idempotence=True,
                 max_in_flight_requests_per_connection=KAFKA_MAX_IN_FLIGHT,
-                delivery_timeout_ms=KAFKA_DELIVERY_TIMEOUT_MS,
+                # A chunk is retried for as long as the producer waits for the broker
+                # (kafka-python wants more than a request and a linger).
+                delivery_timeout_ms=max(int(outage_timeout_s * 1000),
+                                        KAFKA_REQUEST_TIMEOUT_MS + KAFKA_LINGER_MS + 1000),
+                request_timeout_ms=KAFKA_REQUEST_TIMEOUT_MS,
                 linger_ms=KAFKA_LINGER_MS,
                 batch_size=KAFKA_BATCH_BYTES,
                 compression_type=compression,
@@ -483,12 +536,16 @@ class KafkaChunkSink:
     def send(self, key: bytes, value: bytes, on_delivered: Callable[[], None]) -> None:
         """Queue one message; kafka-python's I/O thread delivers it.
 
-        kafka-python 3 queues without a memory limit: while the broker is away, messages
-        wait until ``KAFKA_DELIVERY_TIMEOUT_MS`` fails them, and the next call raises.
+        kafka-python 3 queues without a memory limit of its own, so this one blocks while
+        ``max_pending_bytes`` wait for their acknowledgement.
+
+        Raises:
+            ServiceUnavailable: Kafka acknowledged nothing for ``outage_timeout_s``.
         """
         from kafka.errors import KafkaTimeoutError
 
         self._raise_failure()
+        self._wait_for_room(len(value))
         try:
             future = self._producer.send(self.topic, key=key, value=value)
         except KafkaTimeoutError as error:
@@ -496,30 +553,91 @@ class KafkaChunkSink:
             raise ServiceUnavailable(
                 f"topic {self.topic!r} is not available at {self.bootstrap} ({error});"
                 " check the broker and the topic") from None
-        future.add_callback(lambda _metadata: on_delivered())
-        future.add_errback(self._record_failure)
+        size = len(value)
+        with self._lock:
+            if not self.pending_bytes:
+                self._last_progress = time.monotonic()
+            self.pending_bytes += size
+            self.peak_pending_bytes = max(self.peak_pending_bytes, self.pending_bytes)
+
+        def acknowledged(_metadata: object) -> None:
+            self._settled(size)
+            on_delivered()
+
+        def failed(error: Exception) -> None:
+            self._settled(size)
+            self._record_failure(error)
+
+        future.add_callback(acknowledged)
+        future.add_errback(failed)
 
     def flush(self) -> None:
         """Wait for every queued message to be acknowledged."""
         from kafka.errors import KafkaTimeoutError
 
         try:
-            self._producer.flush(timeout=FLUSH_TIMEOUT_S)
+            self._producer.flush(timeout=self.outage_timeout_s)
         except KafkaTimeoutError:
+            self._gave_up = True
             raise ServiceUnavailable(
                 f"Kafka at {self.bootstrap} did not acknowledge the chunks within "
-                f"{FLUSH_TIMEOUT_S:g} s; check the broker") from None
+                f"{self.outage_timeout_s:g} s (--outage-timeout); check the broker") from None
         self._raise_failure()
 
     def close(self) -> None:
-        """Flush, then close the producer (also when the flush fails)."""
+        """Flush, then close the producer (also when the flush fails); after giving up,
+        close at once: waiting again for the same chunks gains nothing."""
+        if self._gave_up:
+            self._close_now()
+            return
         try:
             self.flush()
         except LabquakeError:
-            # Delivery already failed: waiting again for the same chunks gains nothing.
-            self._producer.close(timeout=0)
+            self._close_now()
             raise
-        self._producer.close(timeout=FLUSH_TIMEOUT_S)
+        self._producer.close(timeout=self.outage_timeout_s)
+
+    def _close_now(self) -> None:
+        """Close without waiting for the chunks Kafka never acknowledged (they are lost
+        here; the resume point says where to send them again)."""
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.close(timeout=0)
+        except KafkaError as error:  # kafka-python reports the unsent batches so
+            log.debug("closing the Kafka producer: %s", error)
+
+    def _settled(self, size: int) -> None:
+        with self._lock:
+            self.pending_bytes -= size
+            self._last_progress = time.monotonic()
+
+    def _wait_for_room(self, size: int) -> None:
+        """Block while the unacknowledged bytes are at their limit (the policy: hold the
+        source back, lose nothing); give up once Kafka has acknowledged nothing for
+        ``outage_timeout_s``."""
+        if self.pending_bytes + size <= self.max_pending_bytes or not self.pending_bytes:
+            return
+        started = time.monotonic()
+        said = False  # a wait of a moment (catching up after an outage) is not news
+        while self.pending_bytes and self.pending_bytes + size > self.max_pending_bytes:
+            self._raise_failure()
+            now = time.monotonic()
+            if now - self._last_progress >= self.outage_timeout_s:
+                self._gave_up = True
+                raise ServiceUnavailable(
+                    f"Kafka at {self.bootstrap} acknowledged nothing for "
+                    f"{self.outage_timeout_s:g} s (--outage-timeout); check the broker")
+            if not said and now - started >= PAUSE_LOG_AFTER_S:
+                log.warning("Kafka at %s is not acknowledging: %.1f MiB wait, sending paused "
+                            "until it does (giving up after %g s without an "
+                            "acknowledgement)", self.bootstrap, self.pending_bytes / 2**20,
+                            self.outage_timeout_s)
+                said = True
+            time.sleep(PENDING_POLL_S)
+        if said:
+            log.warning("Kafka at %s acknowledges again after %.1f s; sending resumed",
+                        self.bootstrap, time.monotonic() - started)
 
     def _record_failure(self, error: Exception) -> None:
         # Called on kafka-python's I/O thread; the first failure is the one to report.
@@ -536,6 +654,7 @@ class KafkaChunkSink:
             raise LabquakeError(
                 f"Kafka refused a chunk as too large ({error}); use a smaller --chunk")
         if isinstance(error, KafkaTimeoutError):
+            self._gave_up = True
             raise ServiceUnavailable(
                 f"a chunk was not delivered to Kafka at {self.bootstrap} in time ({error});"
                 " check the broker")
@@ -573,6 +692,9 @@ class InstrumentProducer:
         compression: Kafka compression codec (default none; see the module notes).
         sink: deliver chunks here instead of Kafka (anything with ``send``/``flush``/
             ``close`` as in :class:`ChunkSink`).
+        run: the instrument's run (boot) id, sent in every chunk (wire version 2).
+        outage_timeout_s: how long sending waits for a Kafka that acknowledges nothing
+            (holding at most ``MAX_PENDING_BYTES``) before it gives up.
 
     Raises:
         LabquakeError: a bad argument; ServiceUnavailable: Kafka cannot be reached.
@@ -591,10 +713,11 @@ class InstrumentProducer:
                  chunk_samples: int = DEFAULT_CHUNK_SAMPLES, first_sample: int = 0,
                  start_time: float | None = None, partitions: int = DEFAULT_PARTITIONS,
                  replication_factor: int = DEFAULT_REPLICATION_FACTOR,
-                 compression: str | None = None, sink: ChunkSink | None = None) -> None:
+                 compression: str | None = None, sink: ChunkSink | None = None,
+                 run: int = 0, outage_timeout_s: float = DEFAULT_OUTAGE_TIMEOUT_S) -> None:
         self._chunker = Chunker(instrument, channel, sample_rate=sample_rate,
                                 chunk_samples=chunk_samples, first_sample=first_sample,
-                                start_time=start_time)
+                                start_time=start_time, run=run)
         self._key = message_key(instrument, channel)
         if sink is None:
             settings = settings or resolve()
@@ -605,7 +728,7 @@ class InstrumentProducer:
             ensure_topic(settings.bootstrap, settings.topic, partitions, replication_factor,
                          client_options=security)
             sink = KafkaChunkSink(settings.bootstrap, settings.topic, compression,
-                                  client_options=security)
+                                  client_options=security, outage_timeout_s=outage_timeout_s)
         self._sink = sink
         self._acknowledged = self._chunker.origin
         self._closed = False
@@ -703,7 +826,9 @@ class InstrumentProducer:
         except LabquakeError as error:
             raise type(error)(
                 f"{error}; {self.instrument}/{self.channel} is delivered up to sample "
-                f"{self.acknowledged}: resume with first sample {self.acknowledged}") from None
+                f"{self.acknowledged}: resume with --first-sample {self.acknowledged}"
+                f"{'' if not self._chunker.run else f' --run-id {self._chunker.run}'}"
+            ) from None
 
     def _deliver(self, chunk: Chunk) -> None:
         end = chunk.end_sample
@@ -860,6 +985,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "the index the last run printed)")
     parser.add_argument("--start-time", type=finite_number, default=None, metavar="S",
                         help="instrument clock of the first sample (default first-sample/rate)")
+    parser.add_argument("--outage-timeout", type=positive_number,
+                        default=DEFAULT_OUTAGE_TIMEOUT_S, metavar="S",
+                        help="while Kafka does not acknowledge, hold up to "
+                             f"{MAX_PENDING_BYTES >> 20} MiB of chunks, then pause the "
+                             "source; give up after this many seconds with exit code 3 and "
+                             "the sample to resume from (default "
+                             f"{DEFAULT_OUTAGE_TIMEOUT_S:g})")
+    parser.add_argument("--run-id", type=at_least(0), default=0, metavar="N",
+                        help="the instrument's run (boot) id, sent with every chunk: give a "
+                             "new one each time the instrument starts counting again, the same "
+                             "one to resume a run (default 0; the monitor also takes a counter "
+                             "that goes back by more than 10 s as a new run)")
     parser.add_argument("--partitions", type=at_least(1), default=DEFAULT_PARTITIONS,
                         metavar="N",
                         help=f"partitions if the topic is created (default {DEFAULT_PARTITIONS})")
@@ -897,10 +1034,20 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise LabquakeError("--stdin needs --sample-rate HZ: raw samples do not carry their rate")
     if args.chunk > MAX_CHUNK_SAMPLES:
         raise LabquakeError(f"--chunk {args.chunk} is above the limit {MAX_CHUNK_SAMPLES}")
-    for name in ("sample_rate", "rate"):
-        value = getattr(args, name)
-        if value is not None and math.isinf(value):
-            raise LabquakeError(f"--{name.replace('_', '-')} must be finite")
+    if args.rate is not None and math.isinf(args.rate):
+        raise LabquakeError("--rate must be finite")
+    if args.sample_rate is not None:
+        try:
+            check_sample_rate(args.sample_rate)
+        except ValueError:
+            raise LabquakeError(
+                f"--sample-rate {args.sample_rate:g} is outside {MIN_SAMPLE_RATE:g} to "
+                f"{MAX_SAMPLE_RATE:g} Hz; give the instrument's rate in Hz") from None
+    if args.run_id > MAX_RUN_ID:
+        raise LabquakeError(f"--run-id {args.run_id} is above the limit {MAX_RUN_ID}")
+    if args.first_sample > MAX_FIRST_SAMPLE:
+        raise LabquakeError(f"--first-sample {args.first_sample} is above the counter's "
+                            f"limit 2**62 - 1 ({MAX_FIRST_SAMPLE})")
 
 
 def _open_source(args: argparse.Namespace) -> _Source:
@@ -946,6 +1093,7 @@ def run(args: argparse.Namespace) -> int:
     producer = InstrumentProducer(
         args.instrument, args.channel, sample_rate=source.sample_rate, settings=settings,
         chunk_samples=args.chunk, first_sample=args.first_sample, start_time=args.start_time,
+        run=args.run_id, outage_timeout_s=args.outage_timeout,
         partitions=args.partitions, replication_factor=args.replication_factor,
         compression=None if args.compression == "none" else args.compression)
     pace_rate = source.sample_rate if args.realtime else args.rate
@@ -1009,7 +1157,7 @@ def produce_report(producer: InstrumentProducer, topic: str, elapsed_s: float,
     samples = producer.samples_sent
     # Every message is the wire header, the two ids and two bytes a sample.
     id_bytes = len(producer.instrument.encode()) + len(producer.channel.encode())
-    message_bytes = producer.chunks_sent * (HEADER_SIZE + id_bytes) + (
+    message_bytes = producer.chunks_sent * (HEADER_SIZE_V2 + id_bytes) + (
         samples * SAMPLE_DTYPE.itemsize)
     return {"topic": topic, "instrument": producer.instrument, "channel": producer.channel,
             "sample_rate": float(producer.sample_rate), "first_sample": producer.position - samples,

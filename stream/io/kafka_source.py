@@ -44,6 +44,10 @@ METADATA_MAX_AGE_MS = 5_000
 # Before its topic exists, the monitor looks for it this often, and says so this often.
 TOPIC_WAIT_S = 1.0
 TOPIC_WAIT_LOG_S = 60.0
+# Dead letters are each counted, but logged at most this many in each interval (a
+# misconfigured 4-MHz instrument would otherwise log a thousand lines a second).
+DEAD_LETTER_LOG_BURST = 10
+DEAD_LETTER_LOG_INTERVAL_S = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +114,7 @@ class KafkaSource:
         self._listener = _Rebalance(self, on_revoke, on_assign)
         self._subscribed = False
         self._waiting_since: float | None = None
+        self._dead_letter_log = _Throttle(DEAD_LETTER_LOG_BURST, DEAD_LETTER_LOG_INTERVAL_S)
 
     def poll(self, timeout_s: float) -> list[Message]:
         """The next messages (possibly none), decoded; bad ones already dead-lettered."""
@@ -212,8 +217,11 @@ class KafkaSource:
 
     def _dead_letter(self, record: Any, reason: str) -> None:
         self.counters.dead_letters += 1
-        log.warning("dead letter: topic=%s partition=%d offset=%d reason=%s",
-                    record.topic, record.partition, record.offset, reason)
+        allowed, skipped = self._dead_letter_log.take(time.monotonic())
+        if allowed:
+            log.warning("dead letter: topic=%s partition=%d offset=%d reason=%s%s",
+                        record.topic, record.partition, record.offset, reason,
+                        f" ({skipped} more not logged)" if skipped else "")
         self._send_dead_letter(record, reason)
 
     def _send_dead_letter(self, record: Any, reason: str) -> None:
@@ -235,6 +243,29 @@ class KafkaSource:
         for record, reason in failed:
             self._send_dead_letter(record, reason)
         raise KafkaError(f"{len(failed)} dead letter(s) not stored yet; sent again")
+
+
+class _Throttle:
+    """Allows ``burst`` events per ``interval_s``; counts the ones it refused."""
+
+    def __init__(self, burst: int, interval_s: float) -> None:
+        self._burst = burst
+        self._interval_s = interval_s
+        self._window_start: float | None = None
+        self._taken = 0
+        self._skipped = 0
+
+    def take(self, now: float) -> tuple[bool, int]:
+        """Whether an event at ``now`` may be logged, and how many were not logged since
+        the last one that was."""
+        if self._window_start is None or now - self._window_start >= self._interval_s:
+            self._window_start, self._taken = now, 0
+        if self._taken >= self._burst:
+            self._skipped += 1
+            return False, self._skipped
+        self._taken += 1
+        skipped, self._skipped = self._skipped, 0
+        return True, skipped
 
 
 def _decode(key: bytes | None, value: bytes | None) -> tuple[wire.Chunk | None, str]:

@@ -29,7 +29,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream.core.errors import ServiceUnavailable
-from stream.core.events import AlertEvent, Event, GapEvent, PredictionEvent, StreamId
+from stream.core.events import (
+    AlertEvent,
+    Event,
+    GapEvent,
+    PredictionEvent,
+    RunEvent,
+    StreamId,
+)
 from stream.io.redis_names import RedisNames
 
 log = logging.getLogger(__name__)
@@ -82,9 +89,12 @@ class RedisSink:
         namespace: prefix of every name (default ``labquake``).
     """
 
-    def __init__(self, client: Any, namespace: str = "labquake") -> None:
+    def __init__(self, client: Any, namespace: str = "labquake",
+                 retention_s: float = 0.0) -> None:
         self.client = client
         self.names = RedisNames(namespace)
+        # A stream's state hash and predictions expire this long after their last write.
+        self.retention_s = int(retention_s)
         self._log_alert = client.register_script(_LOG_ALERT)
         self._log_prediction = client.register_script(_LOG_PREDICTION)
         self.alerts_logged = 0
@@ -93,11 +103,13 @@ class RedisSink:
 
     @classmethod
     def connect(cls, url: str, namespace: str = "labquake",
-                client_options: Mapping[str, Any] | None = None) -> RedisSink:
+                client_options: Mapping[str, Any] | None = None,
+                retention_s: float = 0.0) -> RedisSink:
         """A sink on the Redis at ``url``; a clear error if it does not answer.
 
         ``client_options``: redis-py security options
-        (``stream.io.security.redis_client_options``).
+        (``stream.io.security.redis_client_options``); ``retention_s``: how long a stream's
+        keys outlive its last write (0: forever).
         """
         import redis
 
@@ -113,7 +125,7 @@ class RedisSink:
                 "services up`), point --redis / LABQUAKE_REDIS_URL at it, or check the "
                 "credentials (docs/security.md)"
             ) from error
-        return cls(client, namespace)
+        return cls(client, namespace, retention_s)
 
     def write(self, events: list[Event], policy_states: Mapping[StreamId, Mapping[str, Any]],
               should_stop: Callable[[], bool] = lambda: False) -> None:
@@ -159,7 +171,9 @@ class RedisSink:
                 self._log_alert(
                     keys=[self.names.alert_log, self.names.alert_marks,
                           self.names.alerts_channel],
-                    args=[stream_field((event.instrument, event.channel)),
+                    # A stream's later runs count their windows from 0 again: each run
+                    # keeps its own mark, named like its alert ids.
+                    args=[event.alert_id.rpartition("@")[0],
                           event.window_end_sample, json.dumps(event.to_json()),
                           ALERT_LOG_MAXLEN],
                     client=pipe,
@@ -167,6 +181,11 @@ class RedisSink:
         for event in events:
             if isinstance(event, GapEvent):
                 pipe.hincrby(self.names.state(event.instrument), "gaps", 1)
+            elif isinstance(event, RunEvent):
+                # The recent predictions plot the current run: the old run's go (their
+                # entry ids, the counter, would refuse the new run's).
+                pipe.delete(self.names.predictions(event.instrument, event.channel))
+                pipe.hset(self.names.state(event.instrument), "run", event.run)
             elif isinstance(event, PredictionEvent):
                 self._log_prediction(
                     keys=[self.names.predictions(event.instrument, event.channel)],
@@ -179,6 +198,10 @@ class RedisSink:
                           "warming_up", int(event.warming_up)],
                     client=pipe,
                 )
+        if self.retention_s:
+            for key in {self.names.predictions(event.instrument, event.channel)
+                        for event in events if isinstance(event, PredictionEvent)}:
+                pipe.expire(key, self.retention_s)
         for instrument, event in latest.items():
             pipe.hset(self.names.state(instrument), mapping={
                 "channel": event.channel,
@@ -188,6 +211,8 @@ class RedisSink:
                 "p_failure": repr(event.p_failure), "model_version": event.model_version,
                 "warming_up": int(event.warming_up), "updated_at": repr(now),
             })
+            if self.retention_s:  # after the write: it may have created the key
+                pipe.expire(self.names.state(instrument), self.retention_s)
         if policy_states:
             pipe.hset(self.names.policy_state, mapping={
                 stream_field(stream_id): json.dumps(dict(state))

@@ -883,7 +883,8 @@ def _wait_until_assigned(client: Any, run: _RunNames, process: subprocess.Popen,
             raise _monitor_failure(process, output, "stopped before it was ready")
         for key in client.scan_iter(match=pattern):
             beat = client.get(key)
-            if beat and any(name.startswith(run.topic) for name in json.loads(beat)["lag"]):
+            if beat and any(name.startswith(run.topic)
+                            for name in json.loads(beat)["lag"] or {}):
                 return
         time.sleep(0.5)
     raise _monitor_failure(process, output, f"was not ready in {MONITOR_READY_TIMEOUT_S:g} s")

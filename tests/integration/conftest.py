@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import redis
 
+from stream.tools import services
 from tests.conftest import REPO_ROOT
 
 TEST_WINDOW = 15_000
@@ -206,3 +211,36 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnServices:
+    """A broker and a Redis server that only one test module uses, and may stop."""
+
+    layout: services.Layout
+    bootstrap: str
+    redis_url: str
+
+    def redis(self) -> redis.Redis:
+        # A fresh client: one made before a restart of Redis holds a dead connection.
+        return redis.Redis.from_url(self.redis_url)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def own(tmp_path_factory) -> Iterator[OwnServices]:
+    """A broker and a Redis of the test module's own, on spare ports with their own state
+    folder: for the tests that stop a service (never the shared ones)."""
+    layout = services.Layout.from_environment(
+        state_dir=tmp_path_factory.mktemp("fault-services"), kafka_port=_free_port(),
+        controller_port=_free_port(), redis_port=_free_port())
+    try:
+        services.up(layout)
+        yield OwnServices(layout, layout.kafka_bootstrap, layout.redis_url)
+    finally:
+        services.down(layout)

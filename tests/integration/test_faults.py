@@ -15,7 +15,6 @@ import os
 import random
 import re
 import signal
-import socket
 import struct
 import subprocess
 import time
@@ -25,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.structs import TopicPartition
@@ -38,6 +36,7 @@ from stream.tools import services
 from tests.integration.conftest import (
     TEST_SAMPLE_RATE,
     TEST_WINDOW,
+    OwnServices,
     finish,
     kill,
     labquake,
@@ -67,37 +66,6 @@ CATCH_UP_MEMORY_MIB = 64
 # Memory a monitor may gain from one backlog to the next, once it has caught up once.
 RSS_GROWTH_LIMIT_MIB = 16
 MIN_BACKLOG_MIB = 40
-
-
-@dataclasses.dataclass(frozen=True)
-class OwnServices:
-    """A broker and a Redis server that only this module uses, and may stop."""
-
-    layout: services.Layout
-    bootstrap: str
-    redis_url: str
-
-    def redis(self) -> redis.Redis:
-        # A fresh client: one made before a restart of Redis holds a dead connection.
-        return redis.Redis.from_url(self.redis_url)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def own(tmp_path_factory) -> Iterator[OwnServices]:
-    layout = services.Layout.from_environment(
-        state_dir=tmp_path_factory.mktemp("fault-services"), kafka_port=_free_port(),
-        controller_port=_free_port(), redis_port=_free_port())
-    try:
-        services.up(layout)
-        yield OwnServices(layout, layout.kafka_bootstrap, layout.redis_url)
-    finally:
-        services.down(layout)
 
 
 @pytest.fixture(scope="module")

@@ -398,3 +398,22 @@ def test_a_tampered_bundle_is_refused_before_it_loads(services, tmp_path, small_
     lines = err.strip().splitlines()
     assert code == 2 and out == ""
     assert lines[-1].startswith("labquake replay: model bundle") and "modified" in lines[-1]
+
+
+def test_an_edited_bundle_json_is_refused_until_stamped(services, tmp_path, small_record,
+                                                        small_bundle):
+    edited = tmp_path / "edited.lqb"
+    shutil.copytree(small_bundle, edited)
+    metadata = json.loads((edited / "bundle.json").read_text())
+    metadata["alert_policy"]["raise_threshold"] = 0.999999
+    (edited / "bundle.json").write_text(json.dumps(metadata, indent=2))
+    code, out, err = finish(labquake("replay", "--data", str(small_record), "--model",
+                                     str(edited), services=services), 120)
+    lines = err.strip().splitlines()
+    assert code == 2 and out == ""
+    assert lines[-1].startswith("labquake replay: model bundle") and "modified" in lines[-1]
+    assert f"labquake stamp {edited}" in lines[-1] and "Traceback" not in err
+    code, out, err = finish(labquake("stamp", str(edited), services=services), 120)
+    assert code == 0 and out.startswith(f"{edited}: version {metadata['version']}")
+    assert json.loads((edited / "bundle.json").read_text())["alert_policy"][
+        "raise_threshold"] == 0.999999

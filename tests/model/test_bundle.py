@@ -120,10 +120,14 @@ def saved(tmp_path_factory: pytest.TempPathFactory, model: keras.Model,
     return _save(tmp_path_factory.mktemp("bundles") / "run.lqb", model, features, windows)
 
 
-def _edit_metadata(path: Path, **changes) -> None:
+def _edit_metadata(path: Path, *, restamp: bool = True, **changes) -> None:
+    """Change ``bundle.json`` as a hand edit would; ``restamp``: then record its hashes,
+    so that the checks behind the integrity check are reached."""
     metadata = json.loads((path / METADATA_FILENAME).read_text())
     metadata.update(changes)
     (path / METADATA_FILENAME).write_text(json.dumps(metadata))
+    if restamp:
+        bundle_module.stamp(path)
 
 
 def _files(path: Path) -> dict[str, bytes]:
@@ -216,6 +220,52 @@ def test_tampered_model_is_refused(tmp_path: Path, model: keras.Model,
     with pytest.raises(LabquakeError, match="damaged or was modified") as error:
         load(path)
     assert "\n" not in str(error.value)
+
+
+def test_an_edited_bundle_json_is_refused_until_stamped(tmp_path: Path, model: keras.Model,
+                                                       features: types.ModuleType,
+                                                       windows: np.ndarray) -> None:
+    path = _save(tmp_path / "edited.lqb", model, features, windows).path
+    version = load(path).version
+    _edit_metadata(path, restamp=False, alert_policy={**ALERT_POLICY, "threshold": 0.999999})
+    with pytest.raises(LabquakeError, match=r"bundle\.json does not match") as error:
+        load(path)
+    message = str(error.value)
+    assert "\n" not in message and f"labquake stamp {path}" in message
+    stamped = bundle_module.stamp(path)
+    loaded = load(path)
+    assert loaded.alert_policy["threshold"] == 0.999999
+    assert loaded.version == version == stamped["version"]
+
+
+def test_the_bundle_hash_ignores_formatting_but_not_values(saved: Bundle) -> None:
+    metadata = json.loads((saved.path / METADATA_FILENAME).read_text())
+    reordered = dict(reversed(list(metadata.items())))
+    assert bundle_module.metadata_sha256(reordered) == metadata["bundle_sha256"]
+    assert bundle_module.metadata_sha256({**metadata, "window": WINDOW + 1}) != (
+        metadata["bundle_sha256"])
+    assert bundle_module.metadata_sha256(
+        {**metadata, "metrics": {**metadata["metrics"], "mae_s": 2.2500001}}) != (
+        metadata["bundle_sha256"])
+
+
+def test_a_bundle_without_its_bundle_hash_is_refused(tmp_path: Path, model: keras.Model,
+                                                     features: types.ModuleType,
+                                                     windows: np.ndarray) -> None:
+    path = _save(tmp_path / "old.lqb", model, features, windows).path
+    metadata = json.loads((path / METADATA_FILENAME).read_text())
+    del metadata["bundle_sha256"]
+    (path / METADATA_FILENAME).write_text(json.dumps(metadata))
+    with pytest.raises(LabquakeError, match=r"records no bundle_sha256.*labquake stamp"):
+        load(path)
+
+
+def test_the_shipped_bundle_is_stamped() -> None:
+    metadata = json.loads((bundle_module.DEFAULT_BUNDLE_PATH / METADATA_FILENAME).read_text())
+    assert metadata["bundle_sha256"] == bundle_module.metadata_sha256(metadata), (
+        "re-stamp it: labquake stamp model/bundled/default.lqb")
+    assert metadata["model_sha256"] == bundle_module._sha256_file(
+        bundle_module.DEFAULT_BUNDLE_PATH / MODEL_FILENAME)
 
 
 def test_unknown_feature_names_are_refused(tmp_path: Path, model: keras.Model,
@@ -368,10 +418,22 @@ def test_lambda_layer_is_refused_by_safe_mode(tmp_path: Path, features: types.Mo
                for name in (TTF_OUTPUT, TSF_OUTPUT, FAILURE_OUTPUT)]
     unsafe = keras.Model(inputs, outputs)
     path = tmp_path / "unsafe.lqb"
-    with pytest.raises(LabquakeError, match="safe mode") as error:
+    with pytest.raises(LabquakeError, match="holds Python code") as error:
         _save(path, unsafe, features, windows)
-    assert "labquake train" in str(error.value)
+    assert "Lambda" in str(error.value) and "version" not in str(error.value)
     assert (path / MODEL_FILENAME).is_file()
+
+
+def test_a_wrapped_safe_mode_refusal_is_recognised() -> None:
+    try:
+        try:
+            raise ValueError("Requested the deserialization of a `Lambda` layer ... "
+                             "`keras.config.enable_unsafe_deserialization()`")
+        except ValueError as inner:
+            raise TypeError("Could not deserialize class 'Functional'") from inner
+    except TypeError as wrapped:
+        assert bundle_module._refused_by_safe_mode(wrapped)
+    assert not bundle_module._refused_by_safe_mode(OSError("truncated file"))
 
 
 def test_missing_and_damaged_bundles_are_refused(tmp_path: Path, saved: Bundle) -> None:

@@ -113,16 +113,19 @@ def test_the_context_is_part_of_the_features_fingerprint(saved: bundle.Bundle) -
     metadata = json.loads((saved.path / bundle.METADATA_FILENAME).read_text())
     metadata["context"]["lookback_s"] = 9.0
     (saved.path / bundle.METADATA_FILENAME).write_text(json.dumps(metadata))
+    bundle.stamp(saved.path)
     try:
         with pytest.raises(LabquakeError, match="computes differently"):
             bundle.load(saved.path)
         metadata["context"]["version"] = 99
         (saved.path / bundle.METADATA_FILENAME).write_text(json.dumps(metadata))
+        bundle.stamp(saved.path)
         with pytest.raises(LabquakeError, match="version 99"):
             bundle.load(saved.path)
     finally:
         metadata["context"] = CONTEXT.to_dict()
         (saved.path / bundle.METADATA_FILENAME).write_text(json.dumps(metadata))
+        bundle.stamp(saved.path)
     assert bundle.load(saved.path).context == CONTEXT
 
 

@@ -433,6 +433,8 @@ def test_verb_defaults_are_the_simulator_defaults():
 
     parser = simulate_cli.add_parser(argparse.ArgumentParser().add_subparsers())
     defaults = parser.parse_args(["--out", "x.npz", "--seconds", "1"])
-    assert defaults.sample_rate == DEFAULT_SAMPLE_RATE
+    # No rate given: the simulator's, or the envelope's with --envelope.
+    assert defaults.sample_rate is None
+    assert simulate_cli.SIMULATOR_SAMPLE_RATE == DEFAULT_SAMPLE_RATE
     assert tuple(defaults.cycle_seconds) == DEFAULT_CYCLE_SECONDS
     assert defaults.seed == 0

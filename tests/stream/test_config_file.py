@@ -29,6 +29,8 @@ FILE_VALUES = {
     "max_wait": 0.2,
     "inference_threads": 2,
     "stop_after_idle": 30,
+    "stream_idle_timeout": 90,
+    "stream_retention": 3600,
     "metrics_host": "0.0.0.0",
     "metrics_port": 9464,
     "dashboard_host": "0.0.0.0",

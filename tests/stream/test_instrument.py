@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.core.errors import LabquakeError, ServiceUnavailable
-from stream.core.wire import Chunk, decode
+from stream.core.wire import Chunk, decode, encode
 from stream.io.instrument import (
     MAX_CHUNK_SAMPLES,
     Chunker,
@@ -163,6 +163,8 @@ def test_other_samples_are_refused_with_a_reason(values, message):
     ({"first_sample": -1}, "first sample"),
     ({"sample_rate": float("nan")}, "sample rate"),
     ({"sample_rate": 0.0}, "sample rate"),
+    ({"sample_rate": 1e300}, "sample rate"),
+    ({"first_sample": 2**63 - 808}, "first sample"),
     ({"start_time": float("inf")}, "start time"),
 ])
 def test_bad_chunker_arguments_are_refused(kwargs, message):
@@ -261,7 +263,7 @@ def test_a_delivery_failure_says_from_which_sample_to_resume():
     with pytest.raises(ServiceUnavailable) as failure:
         producer.flush()
     assert str(failure.value) == ("no Kafka broker answers; rig1/ae0 is delivered up to sample"
-                                  " 60: resume with first sample 60")
+                                  " 60: resume with --first-sample 60")
     assert failure.value.exit_code == 3
 
 
@@ -364,6 +366,9 @@ def test_flags_argparse_refuses(argv):
     (["--data", "x.npz", "--seed", "1"], "with --simulate only"),
     (["--simulate", "--chunk", str(MAX_CHUNK_SAMPLES + 1)], "above the limit"),
     (["--simulate", "--rate", "inf"], "finite"),
+    (["--stdin", "--sample-rate", "1e300"], "outside 0.001 to 1e\\+09 Hz"),
+    (["--stdin", "--sample-rate", "inf"], "outside"),
+    (["--simulate", "--first-sample", "9223372036854775000"], "counter's limit"),
 ])
 def test_flag_combinations_that_do_not_fit_are_refused(argv, message):
     with pytest.raises(LabquakeError, match=message):
@@ -375,3 +380,11 @@ def test_good_flags_pass_and_keep_their_defaults():
     check_arguments(args)
     assert (args.channel, args.chunk, args.first_sample, args.partitions) == ("ae0", 4096, 0, 1)
     assert args.seconds == float("inf") and args.realtime and args.bootstrap is None
+
+
+def test_the_chunker_sends_its_run_id_in_version_2():
+    chunker = Chunker("rig1", "ae0", sample_rate=1e3, chunk_samples=4, run=9)
+    chunk = chunker.push(np.arange(4, dtype=np.int16))[0]
+    assert chunk.run == 9 and decode(encode(chunk)).run == 9
+    with pytest.raises(LabquakeError, match="run id"):
+        Chunker("rig1", "ae0", sample_rate=1e3, run=2**32)

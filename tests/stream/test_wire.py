@@ -14,8 +14,13 @@ from hypothesis.extra import numpy as hnp
 from stream.core.wire import (
     HEADER_SIZE,
     MAGIC,
+    MAX_ABS_START_TIME,
+    MAX_END_SAMPLE,
+    MAX_FIRST_SAMPLE,
     MAX_ID_BYTES,
+    MAX_SAMPLE_RATE,
     MAX_SAMPLES,
+    MIN_SAMPLE_RATE,
     BadChecksum,
     BadHeader,
     BadMagic,
@@ -40,10 +45,11 @@ chunks = st.builds(
     Chunk,
     instrument=identifiers,
     channel=identifiers,
-    first_sample=st.integers(0, 2**63 - 1),
-    sample_rate=st.floats(min_value=0.0, exclude_min=True, allow_infinity=False),
-    start_time=st.floats(allow_nan=False, allow_infinity=False),
+    first_sample=st.integers(0, MAX_FIRST_SAMPLE - 300),
+    sample_rate=st.floats(min_value=MIN_SAMPLE_RATE, max_value=MAX_SAMPLE_RATE),
+    start_time=st.floats(min_value=-MAX_ABS_START_TIME, max_value=MAX_ABS_START_TIME),
     samples=hnp.arrays(np.int16, st.integers(1, 300)),
+    run=st.none() | st.integers(0, 2**32 - 1),
 )
 
 
@@ -88,8 +94,21 @@ def test_round_trip_keeps_every_field(chunk):
     assert math.copysign(1, decoded.start_time) == math.copysign(1, chunk.start_time)
     assert decoded.start_time == chunk.start_time
     assert decoded.samples.dtype == np.int16
+    assert decoded.run == chunk.run
+    assert data[4] == (1 if chunk.run is None else 2)
     np.testing.assert_array_equal(decoded.samples, chunk.samples)
     assert encode(decoded) == data
+
+
+def test_version_2_carries_the_run_id_after_the_id_lengths():
+    chunk = Chunk("rig1", "ae0", 7, 4e6, 0.0, np.array([1, -2], dtype=np.int16), run=513)
+    data = encode(chunk)
+    assert data[4] == 2 and len(data) == HEADER_SIZE + 4 + 7 + 4
+    assert struct.unpack_from("<I", data, HEADER_SIZE) == (513,)
+    assert data[HEADER_SIZE + 4:HEADER_SIZE + 11] == b"rig1ae0"
+    assert decode(data).run == 513
+    version_1 = encode(Chunk("rig1", "ae0", 7, 4e6, 0.0, chunk.samples))
+    assert version_1[4] == 1 and decode(version_1).run is None
 
 
 def test_decoded_samples_are_a_read_only_view_and_bytearray_input_is_copied():
@@ -139,9 +158,9 @@ def test_checksummed_messages_with_any_field_values_decode_or_raise_wire_error(
     except WireError as error:
         assert str(error) and "\n" not in str(error)
     else:
-        assert chunk.first_sample >= 0
-        assert math.isfinite(chunk.sample_rate) and chunk.sample_rate > 0
-        assert math.isfinite(chunk.start_time)
+        assert chunk.first_sample >= 0 and chunk.end_sample <= MAX_END_SAMPLE
+        assert MIN_SAMPLE_RATE <= chunk.sample_rate <= MAX_SAMPLE_RATE
+        assert abs(chunk.start_time) <= MAX_ABS_START_TIME
         assert encode(chunk) == data
 
 
@@ -190,7 +209,9 @@ def test_huge_declared_count_is_rejected_from_the_header_without_allocating(coun
     (b"", BadHeader, "shorter than"),
     (b"XQAE", BadMagic, "not b'LQAE'"),
     (pack_raw(magic=b"RIFF"), BadMagic, "not a labquake chunk"),
-    (pack_raw(version=2), UnsupportedVersion, "upgrade labquake"),
+    (pack_raw(version=3), UnsupportedVersion, "upgrade labquake"),
+    (pack_raw(version=2, instrument=b"", channel=b"", payload=b""), BadHeader,
+     "46-byte header of version 2"),
     (pack_raw(dtype_code=2), BadHeader, "dtype code 2"),
     (pack_raw(flags=1), BadHeader, "flags"),
     (pack_raw(count=0, payload=b""), BadHeader, "0 samples"),
@@ -203,6 +224,12 @@ def test_huge_declared_count_is_rejected_from_the_header_without_allocating(coun
     (pack_raw(sample_rate=float("nan")), BadHeader, "sample_rate"),
     (pack_raw(sample_rate=0.0), BadHeader, "sample_rate"),
     (pack_raw(start_time=float("inf")), BadHeader, "start_time"),
+    (pack_raw(sample_rate=1e300), BadHeader, "sample_rate"),
+    (pack_raw(sample_rate=4e13), BadHeader, "sample_rate"),
+    (pack_raw(sample_rate=5e-324), BadHeader, "sample_rate"),
+    (pack_raw(start_time=1e300), BadHeader, "start_time"),
+    (pack_raw(first_sample=2**63 - 10), BadHeader, "first_sample"),
+    (pack_raw(first_sample=MAX_END_SAMPLE), BadHeader, "counter's range"),
     (pack_raw(payload=b"\x00\x00\x00"), BadPayload, "header declares"),
 ])
 def test_each_problem_has_its_error_class_and_reason(data, error, reason):
@@ -231,6 +258,8 @@ def test_wire_errors_are_value_errors():
     ({"channel": ""}, BadHeader, "1..64"),
     ({"first_sample": -5}, BadHeader, "first_sample"),
     ({"first_sample": 2**63}, BadHeader, "first_sample"),
+    ({"first_sample": MAX_END_SAMPLE - 1}, BadHeader, "counter's range"),
+    ({"sample_rate": 1e9 * 1.01}, BadHeader, "sample_rate"),
     ({"first_sample": 1.5}, BadHeader, "integer"),
     ({"sample_rate": -1.0}, BadHeader, "sample_rate"),
     ({"start_time": float("nan")}, BadHeader, "start_time"),

@@ -67,10 +67,11 @@ def _valid_id(text: str) -> bool:
 def chunks(draw) -> wire.Chunk:
     return wire.Chunk(
         draw(_identifiers()), draw(_identifiers()),
-        draw(st.integers(0, wire.MAX_FIRST_SAMPLE)),
-        draw(st.floats(min_value=1e-3, max_value=1e9)),
-        draw(st.floats(allow_nan=False, allow_infinity=False)),
+        draw(st.integers(0, wire.MAX_FIRST_SAMPLE - 64)),
+        draw(st.floats(min_value=wire.MIN_SAMPLE_RATE, max_value=wire.MAX_SAMPLE_RATE)),
+        draw(st.floats(min_value=-wire.MAX_ABS_START_TIME, max_value=wire.MAX_ABS_START_TIME)),
         draw(hnp.arrays(np.int16, st.integers(1, 64))),
+        draw(st.none() | st.integers(0, wire.MAX_RUN_ID)),
     )
 
 
@@ -108,8 +109,10 @@ def forged_headers(draw) -> bytes:
     (negative first sample, NaN rate or time, ids that are not UTF-8 or not printable)."""
     values = {name: draw(_FIELD_VALUES[form]) for name, (_, form) in HEADER_FIELDS.items()}
     if draw(st.integers(0, 9)) < 8:
-        values.update(magic=wire.MAGIC, version=wire.FORMAT_VERSION,
+        values.update(magic=wire.MAGIC, version=draw(st.sampled_from(wire.READ_VERSIONS)),
                       dtype=wire.DTYPE_INT16_LE, flags=0)
+    run = (struct.pack("<I", draw(st.integers(0, wire.MAX_RUN_ID)))
+           if values["version"] == 2 else b"")
     if draw(st.integers(0, 9)) < 7:
         identifier = (_identifiers().map(str.encode)
                       | st.binary(min_size=1, max_size=wire.MAX_ID_BYTES))
@@ -120,7 +123,7 @@ def forged_headers(draw) -> bytes:
         tail = instrument + channel + draw(st.binary(min_size=2 * count, max_size=2 * count))
     else:
         tail = draw(st.binary(max_size=300))
-    data = bytearray(struct.pack("<4sBBHIIqddBB", *values.values())) + tail
+    data = bytearray(struct.pack("<4sBBHIIqddBB", *values.values())) + run + tail
     _fix_checksum(data)
     return bytes(data)
 

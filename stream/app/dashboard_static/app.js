@@ -85,16 +85,18 @@ function showHealth(health) {
   const body = document.querySelector("#health tbody");
   body.replaceChildren();
   if (!health.monitors.length) {
-    body.innerHTML = '<tr class="empty"><td colspan="8">no monitor heartbeat</td></tr>';
+    body.innerHTML = '<tr class="empty"><td colspan="9">no monitor heartbeat</td></tr>';
     return;
   }
   for (const beat of health.monitors) {
-    const lag = Object.values(beat.lag || {}).reduce((sum, n) => sum + n, 0);
+    // A lag of null: the broker did not answer the last lag query.
+    const lag = beat.lag === null ? "unknown"
+      : Object.values(beat.lag || {}).reduce((sum, n) => sum + n, 0);
     const row = document.createElement("tr");
     // A version is <created UTC>-<hash>: the hash tells versions apart in a narrow column.
     const version = String(beat.model_version || "").split("-").pop();
     for (const value of [beat.member, version, lag, beat.windows, beat.alerts_raised,
-      beat.dead_letters, beat.gaps, `${beat.age_s} s ago`]) {
+      beat.dead_letters, beat.gaps, beat.runs, `${beat.age_s} s ago`]) {
       const cell = document.createElement("td");
       cell.textContent = value === undefined ? "" : value;
       row.append(cell);
