@@ -92,7 +92,8 @@ def test_a_reboot_mid_stream_gives_the_replays_alerts_for_both_runs(
     counters, err = _monitor(services, kafka_topic, small_bundle)
     assert counters["runs"] == 1 and counters["duplicate_chunks"] == 0
     assert "rig1/ae0: new run 1 of the instrument: its counter went from" in err
-    second_run = [{**alert, "alert_id": alert["alert_id"].replace("rig1/ae0@", "rig1/ae0#run1@")}
+    second_run = [{**alert, **{key: alert[key].replace("rig1/ae0@", "rig1/ae0#run1@")
+                               for key in ("alert_id", "episode_id")}}
                   for alert in expected]
     first = replay_alerts(first_run, small_bundle, "rig1")
     assert first and logged_alerts(redis_client, kafka_topic) == first + second_run
