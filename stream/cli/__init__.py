@@ -30,6 +30,7 @@ VERB_MODULES: dict[str, str] = {
     "alerts": "stream.app.subscriber",
     "predict": "model.evaluation.predict",
     "stamp": "stream.cli.stamp",
+    "compare": "model.evaluation.compare",
     "dashboard": "stream.app.dashboard",
     "bench": "stream.tools.bench",
     "soak": "stream.tools.soak",
