@@ -87,7 +87,7 @@ def compare(train_path: str, test_path: str, *, seeds: Sequence[int],
 
     Returns:
         One dict per seed and model: ``seed``, ``model``, the metrics of
-        :func:`model.evaluate.metrics`, and for the blend the context choice.
+        :func:`model.evaluation.evaluate.metrics`, and for the blend the context choice.
     """
     import numpy as np
 

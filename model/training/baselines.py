@@ -11,7 +11,7 @@ validation windows as the network, and prints them beside it:
 
 :func:`fit_boosted` is also the fast model that ranks stream contexts
 (:mod:`model.training.selection`) and, on the model's full inputs, the trees of the blend
-(:mod:`model.blend`).
+(:mod:`model.bundle.blend`).
 
 Example:
     >>> rows = baseline_scores(split.train, split.validation)  # doctest: +SKIP

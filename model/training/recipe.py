@@ -2,7 +2,7 @@
 
 - the stream context: chosen on validation cycles (``--context auto``, the default:
   :func:`model.training.selection.choose_context`), off, or a span given in seconds;
-- the split by whole cycles (:func:`model.train.split_by_cycles`), on the windows with
+- the split by whole cycles (:func:`model.training.fit.split_by_cycles`), on the windows with
   that context run through each record;
 - the training windows given a second time with the context restarted once in each
   cycle (:func:`model.training.selection.restarted`), so the model learns what a monitor

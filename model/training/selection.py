@@ -191,7 +191,7 @@ def restarted(windows: RecordWindows, config: ContextConfig, seed: int) -> Recor
         seed: draws the restart windows.
 
     Returns:
-        The windows with context features, as :func:`model.dataset.add_context` gives
+        The windows with context features, as :func:`model.training.dataset.add_context` gives
         them but started afresh at one window drawn in each cycle.
     """
     from model.training.dataset import add_context

@@ -88,7 +88,7 @@ DEFAULT_SEED = 0
 DEFAULT_VALIDATION_FRACTION = 0.2
 DEFAULT_PATIENCE = 15
 DEFAULT_STOP_ON = "alerts"
-# Literals for a fast '--help'; model.blend and model.training.recipe define them (a unit
+# Literals for a fast '--help'; model.bundle.blend and model.training.recipe define them (a unit
 # test checks they agree).
 MODEL_KINDS = ("seed", "blend")
 DEFAULT_MODEL_KIND = "blend"
