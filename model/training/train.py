@@ -479,7 +479,7 @@ def _initial_bundle(args: argparse.Namespace) -> Bundle | None:
     """The bundle ``--init`` names, whose network training starts from, or None."""
     if args.init is None:
         return None
-    from model import bundle
+    from model.bundle import inference as bundle
 
     return bundle.load(args.init)
 

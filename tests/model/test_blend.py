@@ -143,6 +143,15 @@ def test_train_seed_kind_without_context(tmp_path: Path) -> None:
     assert code == 0
     model = bundle.load(out)
     assert model.kind == "seed" and model.trees is None and model.context is None
+    # Fine-tuning starts from its weights and keeps its features and context.
+    tuned_path = tmp_path / "tuned.lqb"
+    code = cli.main(["train", "--simulate", "40", "--sample-rate", "1e4", "--window", "4096",
+                     "--epochs", "1", "--seed", "8", "--out", str(tuned_path), "--model",
+                     "seed", "--init", str(out), "--quiet"])
+    assert code == 0
+    tuned = bundle.load(tuned_path)
+    assert tuned.metadata["extra"]["initial_bundle"] == model.version
+    assert tuned.feature_names == model.feature_names and tuned.context is None
 
 
 def test_no_context_contradicting_a_context_is_one_line(
