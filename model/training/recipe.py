@@ -44,12 +44,14 @@ class Prepared:
         split: the training (context run through, then restarted) and validation windows.
         context: the chosen context, or None.
         choice: how it was chosen, with ``--context auto``.
+        n_restarted: training windows that are the restarted copies (0 without context).
     """
 
     records: list[RecordWindows]
     split: Split
     context: ContextConfig | None
     choice: ContextChoice | None
+    n_restarted: int = 0
 
 
 def check_context(value: str) -> str:
@@ -124,7 +126,7 @@ def prepare_with(records: Sequence[RecordWindows], config: ContextConfig | None,
                   for index, record in enumerate(records)])
     extra = split_on_cycles(again, split.validation_cycles).train
     return Prepared(with_context, dataclasses.replace(split, train=[*split.train, *extra]),
-                    config, None)
+                    config, None, sum(map(len, extra)))
 
 
 def baselines_line(scores: Mapping[str, Mapping[str, Any]]) -> str:

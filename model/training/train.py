@@ -299,7 +299,8 @@ def run(args: argparse.Namespace) -> int:
     if args.tune_policy:
         config = tune_policy(validation, args.clear_threshold)
     result = evaluate.metrics(validation, config, training_median)
-    n_train = sum(map(len, split.train))
+    # Distinct windows: the restarted copies are the same windows with another context.
+    n_train = sum(map(len, split.train)) - prepared.n_restarted
     elapsed = time.monotonic() - started
     saved = bundle.save(
         args.out, model, feature_names=records[0].feature_names, window=records[0].window,
@@ -317,6 +318,7 @@ def run(args: argparse.Namespace) -> int:
             "validation_cycles": [list(pair) for pair in split.validation_cycles],
             "policy_tuned_on_validation": bool(args.tune_policy),
             "n_train_windows": n_train,
+            "n_restarted_windows": prepared.n_restarted,
             "n_validation_windows": result["n_windows"],
             "epochs": args.epochs, "batch_size": args.batch_size, "patience": args.patience,
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
