@@ -161,16 +161,5 @@ def blended_ttf(network_ttf: np.ndarray, trees_ttf: np.ndarray,
     return (network ** (1.0 - weight) * trees ** weight).astype(np.float32)
 
 
-def check_kind(kind: str) -> None:
-    """Refuse an unknown model kind in one line.
-
-    Example:
-        >>> check_kind("blend")
-    """
-    if kind not in MODEL_KINDS:
-        raise LabquakeError(f"--model {kind!r} is not a model kind; give one of "
-                            f"{', '.join(MODEL_KINDS)}")
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -190,7 +190,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--ks-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
                         help="significance level of the KS feature filter; a feature with a "
                              f"lower p-value is dropped (default {DEFAULT_ALPHA})")
-    parser.add_argument("--model", choices=MODEL_KINDS, default=DEFAULT_MODEL_KIND,
+    parser.add_argument("--kind", choices=MODEL_KINDS, default=DEFAULT_MODEL_KIND,
                         help="the model kind: the seed network alone (seed), or the "
                              "geometric mean of its time to failure and that of LightGBM "
                              "trees on the same features (blend), as the LANL winners did "
@@ -283,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     from model.bundle import inference as bundle
     from model.evaluation import evaluate
 
-    trees = Trees.fit(split.train, seed=args.seed) if args.model == "blend" else None
+    trees = Trees.fit(split.train, seed=args.seed) if args.kind == "blend" else None
     training_median = float(np.median(np.concatenate([part.ttf_s for part in split.train])))
     validation = [(part, network_prediction(model, network_inputs(part.features, mean, std)))
                   for part in split.validation]

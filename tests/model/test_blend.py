@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from model.bundle import inference as bundle
-from model.bundle.blend import DEFAULT_MODEL_KIND, MODEL_KINDS, Trees, blended_ttf, check_kind
+from model.bundle.blend import DEFAULT_MODEL_KIND, MODEL_KINDS, Trees, blended_ttf
 from model.data.simulate import simulate_blocks
 from model.training import baselines, dataset, fit, recipe, selection, train
 from stream import cli
@@ -34,11 +34,6 @@ def test_the_verbs_literals_match_the_modules() -> None:
 def test_the_blend_is_the_geometric_mean_of_non_negative_answers() -> None:
     np.testing.assert_allclose(blended_ttf(np.array([9.0, 2.0, 3.0]),
                                            np.array([1.0, 8.0, -1.0])), [3.0, 4.0, 0.0])
-
-
-def test_an_unknown_kind_is_one_line() -> None:
-    with pytest.raises(LabquakeError, match="not a model kind"):
-        check_kind("forest")
 
 
 def test_blocks_are_contiguous_and_cover_every_failure_cycle(
@@ -138,7 +133,7 @@ def test_train_saves_a_blend_that_serves_batched(tmp_path: Path,
 def test_train_seed_kind_without_context(tmp_path: Path) -> None:
     out = tmp_path / "seed.lqb"
     code = cli.main(["train", "--simulate", "40", "--sample-rate", "1e4", "--window", "4096",
-                     "--epochs", "1", "--seed", "7", "--out", str(out), "--model", "seed",
+                     "--epochs", "1", "--seed", "7", "--out", str(out), "--kind", "seed",
                      "--context", "off", "--quiet"])
     assert code == 0
     model = bundle.load(out)
@@ -146,7 +141,7 @@ def test_train_seed_kind_without_context(tmp_path: Path) -> None:
     # Fine-tuning starts from its weights and keeps its features and context.
     tuned_path = tmp_path / "tuned.lqb"
     code = cli.main(["train", "--simulate", "40", "--sample-rate", "1e4", "--window", "4096",
-                     "--epochs", "1", "--seed", "8", "--out", str(tuned_path), "--model",
+                     "--epochs", "1", "--seed", "8", "--out", str(tuned_path), "--kind",
                      "seed", "--init", str(out), "--quiet"])
     assert code == 0
     tuned = bundle.load(tuned_path)
