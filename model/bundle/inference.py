@@ -3,14 +3,17 @@
 A bundle is a directory, by convention named ``NAME.lqb``, holding two files:
 
 - ``model.keras`` — the network of :mod:`model.network` in the Keras 3 format;
+- for a bundle of kind ``blend`` (:mod:`model.blend`), ``trees.txt`` — the LightGBM
+  trees whose time to failure is blended with the network's;
 - ``bundle.json`` — the metadata: ``format``, ``version`` (``<created UTC>-<first 8 hex of
   the model file's SHA-256>``), ``created_at``, ``model_sha256``, ``bundle_sha256``
   (the SHA-256 of the rest of ``bundle.json`` in canonical form), ``feature_names``,
   ``features_fingerprint``, ``window`` and ``hop`` (samples), ``scaler`` (per-feature
   ``mean`` and ``std`` that standardise features before the network),
   ``training_fingerprint``, ``metrics``, ``libraries`` (versions that made it),
-  ``keras_backend``, ``alert_policy`` (the alert policy's configuration, opaque here) and
-  ``extra``.
+  ``keras_backend``, ``alert_policy`` (the alert policy's configuration, opaque here),
+  ``model_kind`` (``seed`` or ``blend``; absent: ``seed``), ``blend`` (the trees' file and
+  SHA-256, for a blend) and ``extra``.
 
 Loading checks the model file against ``model_sha256`` and the metadata against
 ``bundle_sha256`` (so editing either file is refused; :func:`stamp` records both hashes
@@ -55,6 +58,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from model.bundle.blend import Trees
 from model.features import kernels
 from model.features.context import ContextConfig, StreamContext
 from model.network import OUTPUT_NAMES
@@ -67,6 +71,8 @@ MODEL_FILENAME = "model.keras"
 METADATA_FILENAME = "bundle.json"
 BUNDLE_FORMAT = 1
 DEFAULT_BUNDLE_PATH = Path(__file__).resolve().parents[1] / "bundled" / f"default{BUNDLE_SUFFIX}"
+# The shipped model that reads each window alone, for independent test segments.
+SEGMENTS_BUNDLE_PATH = DEFAULT_BUNDLE_PATH.with_name(f"segments{BUNDLE_SUFFIX}")
 FEATURES_MODULE = "model.features.extract"
 LIBRARIES: tuple[str, ...] = ("labquake", "tensorflow", "keras", "numpy", "scipy", "jax")
 # Inference runs on batches padded to a multiple of this many windows (see _call_bucketed).
@@ -98,11 +104,14 @@ class Prediction:
 
 @dataclasses.dataclass(frozen=True)
 class InferenceTiming:
-    """Median wall time of one network call at one batch size, milliseconds."""
+    """Median wall time of one network call at one batch size, milliseconds; ``model_ms``:
+    the bundle's whole model from extracted features (scaling, the network and, for a
+    blend, the trees)."""
 
     batch_size: int
     compiled_ms: float
     keras_predict_ms: float
+    model_ms: float
 
 
 def features_fingerprint(feature_names: Sequence[str],
@@ -194,6 +203,8 @@ class Bundle:
         # keeps it finite instead of turning any later deviation into inf.
         self._std = np.where(std > 0, std, np.float32(1.0))
         self._forward = _compiled_forward(model, n_features)
+        blend = metadata.get("blend")
+        self._trees = Trees.load(path, blend, REMEDY) if blend else None
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -286,6 +297,16 @@ class Bundle:
         table = (extracted if context_rows is None
                  else np.concatenate([extracted, np.asarray(context_rows, np.float32)], axis=1))
         return table[:, self._input_columns]
+
+    @property
+    def trees(self) -> Trees | None:
+        """A blend's trees (:mod:`model.blend`); None for the network alone."""
+        return self._trees
+
+    @property
+    def kind(self) -> str:
+        """The model kind: ``seed`` (the network) or ``blend`` (network and trees)."""
+        return "seed" if self._trees is None else "blend"
 
     @property
     def alert_policy(self) -> dict[str, Any]:
@@ -386,6 +407,8 @@ class Bundle:
             return _empty_prediction()
         ttf, tsf, p_failure = (np.asarray(output, dtype=np.float32).reshape(-1)
                                for output in self._forward(inputs))
+        if self._trees is not None:
+            ttf = self._trees.blend(ttf, features)
         return Prediction(ttf_s=ttf, tsf_s=tsf, p_failure=p_failure)
 
     def network_inputs(self, features: np.ndarray) -> np.ndarray:
@@ -417,7 +440,7 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
          training_fingerprint: str, metrics: Mapping[str, Any],
          alert_policy: Mapping[str, Any],
          extra: Mapping[str, Any] | None = None,
-         context: ContextConfig | None = None) -> Bundle:
+         context: ContextConfig | None = None, trees: Trees | None = None) -> Bundle:
     """Write a bundle directory atomically and return it loaded.
 
     The bundle is written into a temporary directory beside ``path`` and renamed into
@@ -440,6 +463,8 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
         extra: any further JSON-compatible metadata.
         context: the stream-context configuration whose features (``context.names``)
             are among ``feature_names``; ``None``: one window alone.
+        trees: for a blend (:mod:`model.blend`), the trees fitted on the same feature
+            columns, unscaled; ``None``: the network alone.
 
     Returns:
         The saved :class:`Bundle`, loaded back from ``path`` (so its checks ran).
@@ -478,6 +503,7 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
         "libraries": _library_versions(),
         "keras_backend": keras.backend.backend(),
         "alert_policy": _json_ready(alert_policy, "alert_policy"),
+        "model_kind": "seed" if trees is None else "blend",
         "extra": _json_ready(extra or {}, "extra"),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -487,6 +513,8 @@ def save(path: str | os.PathLike[str], model: keras.Model, *,
         model.save(staging / MODEL_FILENAME)
         _fsync(staging / MODEL_FILENAME)
         model_sha256 = _sha256_file(staging / MODEL_FILENAME)
+        if trees is not None:
+            metadata["blend"] = trees.save(staging)
         metadata["version"] = f"{created.strftime(_VERSION_TIME_FORMAT)}-{model_sha256[:8]}"
         _write_stamped(staging, metadata)
         _replace_directory(staging, path)
@@ -693,14 +721,16 @@ def benchmark_inference(bundle: Bundle,
     n_features = len(bundle.feature_names)
     timings = []
     for batch_size in batch_sizes:
-        inputs = rng.standard_normal((batch_size, 1, n_features)).astype(np.float32)
+        features = rng.standard_normal((batch_size, n_features)).astype(np.float32)
+        inputs = bundle.network_inputs(features)
         compiled = _median_ms(lambda x=inputs: [np.asarray(o) for o in bundle._forward(x)],
                               repeats)
         predict = _median_ms(
             lambda x=inputs, n=batch_size: bundle.model.predict(x, batch_size=n, verbose=0),
             repeats,
         )
-        timings.append(InferenceTiming(batch_size, compiled, predict))
+        whole = _median_ms(lambda x=features: bundle.predict_features(x), repeats)
+        timings.append(InferenceTiming(batch_size, compiled, predict, whole))
     return timings
 
 

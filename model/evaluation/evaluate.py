@@ -500,8 +500,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "against a constant-median baseline, and the quality of the alerts its "
                     f"alert policy raises: recall (failures warned within "
                     f"{ALERT_HORIZON_S:g} s before), precision, lead times.")
-    parser.add_argument("--model", required=True, metavar="BUNDLE",
-                        help="the model bundle (a NAME.lqb directory)")
+    parser.add_argument("--model", metavar="BUNDLE",
+                        help="the model bundle (a NAME.lqb directory; default: the bundled "
+                             "model, as the monitor uses)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", metavar="PATH",
                         help="labelled record: LANL .csv, .zip holding one, or .npz")
@@ -556,7 +557,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--simulate", args.simulate), ("--sample-rate", args.sample_rate)):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise LabquakeError(f"{flag} {value} must be a finite number > 0")
-    model = bundles.load(args.model)
+    model = bundles.load(args.model or bundles.DEFAULT_BUNDLE_PATH)
     extra = model.metadata.get("extra", {})
     trained_rate = extra.get("sample_rate_hz")
     if args.plot and args.simulate is not None and len(args.sim_seed) > 1:

@@ -43,8 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "of each test segment in a folder (seg_*.csv files of acoustic_data, as "
                     "LANL's test/) and write the competition's submission file "
                     "seg_id,time_to_failure.")
-    parser.add_argument("--model", required=True, metavar="BUNDLE",
-                        help="the model bundle (a NAME.lqb directory)")
+    parser.add_argument("--model", metavar="BUNDLE",
+                        help="the model bundle (a NAME.lqb directory; default: the bundled "
+                             "model that reads each window alone, model/bundled/segments.lqb)")
     parser.add_argument("--segments", required=True, metavar="DIR",
                         help="folder of seg_*.csv test segments")
     parser.add_argument("--out", required=True, metavar="CSV",
@@ -90,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise LabquakeError(f"--truth {args.truth} has no answer for {missing[0]} (and "
                             f"{len(missing) - 1} more); give the truth file of these segments")
-    model = bundles.load(args.model)
+    model = bundles.load(args.model or bundles.SEGMENTS_BUNDLE_PATH)
     if model.context is not None:
-        raise LabquakeError(f"model {args.model} reads each window in its stream's context, "
+        raise LabquakeError(f"model {model.path} reads each window in its stream's context, "
                             "which independent segments do not have; give a model trained "
                             "with `labquake train --no-context`")
     features = segments.segment_features(files, window=model.window,

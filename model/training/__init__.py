@@ -1,1 +1,2 @@
-"""Training: datasets of windows, the fit, cross-validation, feature selection."""
+"""Training: datasets of windows, the fit, cross-validation, feature selection, the
+choice of stream context, the baselines."""

@@ -163,16 +163,20 @@ class RecordWindows:
                                    features=self.features[:, columns])
 
 
-def add_context(windows: RecordWindows, config: ContextConfig) -> RecordWindows:
+def add_context(windows: RecordWindows, config: ContextConfig,
+                restarts: Sequence[int] = ()) -> RecordWindows:
     """The windows with their stream-context features (``model.features.context``) appended.
 
     The context runs over the windows in order, as a stream's would, starting afresh
     wherever a window does not follow the previous one by one hop (a gap, or windows left
-    out by a selection). Call it on a whole record, before splitting.
+    out by a selection) and at each of ``restarts``. Call it on a whole record, before
+    splitting.
 
     Args:
         windows: the record's windows; their features must include ``config.bases``.
         config: the context definitions.
+        restarts: indices of windows where a monitor would start afresh (as if it began
+            listening there).
 
     Returns:
         A :class:`RecordWindows` whose ``feature_names`` end with ``config.names``.
@@ -189,7 +193,7 @@ def add_context(windows: RecordWindows, config: ContextConfig) -> RecordWindows:
     bases = windows.with_features(config.bases).features
     breaks = np.flatnonzero(np.diff(windows.first_sample) != windows.hop) + 1
     rows = context_features(config, bases, windows.sample_rate / windows.hop,
-                            run_starts=[0, *breaks.tolist()])
+                            run_starts=[0, *breaks.tolist(), *restarts])
     return dataclasses.replace(
         windows, feature_names=(*windows.feature_names, *config.names),
         features=np.concatenate([windows.features, rows], axis=1))

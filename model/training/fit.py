@@ -198,6 +198,7 @@ def targets(parts: Sequence[RecordWindows]) -> tuple[dict[str, np.ndarray],
 
 def fit(split: Split, *, epochs: int, batch_size: int, patience: int,
         seed: int, stop_on: str = "loss", policy: AlertPolicyConfig | None = None,
+        average_epochs: int = 1, initial: keras.Model | None = None,
         ) -> tuple[keras.Model, np.ndarray, np.ndarray, dict[str, Any]]:
     """Fit the seed network on the training windows, stopping early on validation.
 
@@ -212,6 +213,12 @@ def fit(split: Split, *, epochs: int, batch_size: int, patience: int,
             to the lower validation loss. The weights of the best epoch are kept.
         policy: with ``"alerts"``, the alert policy the alerts are made with; None
             tunes one on the validation windows after every epoch (``tune_policy``).
+        average_epochs: with ``"alerts"``, the weights kept are the mean of those of
+            the this many best-scoring epochs (checkpoint averaging: at the fixed
+            learning rate the weights wander between epochs, and their mean is steadier
+            than any one of them); 1 keeps the best epoch's.
+        initial: a trained network of the same inputs to start from (fine-tuning);
+            None starts from random weights.
 
     Returns:
         ``(model, scaler_mean, scaler_std, history)`` with the best epoch's weights;
@@ -239,11 +246,14 @@ def fit(split: Split, *, epochs: int, batch_size: int, patience: int,
         np.concatenate([part.features for part in split.validation]), mean, std)
     validation_y, validation_weights = targets(split.validation)
     model = build_model(train_features.shape[1])
+    if initial is not None:
+        model.set_weights(initial.get_weights())
     if stop_on == "loss":
         stopper: keras.callbacks.Callback = keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=patience, restore_best_weights=True)
     else:
-        stopper = _alert_stopping(split.validation, mean, std, patience, policy)
+        stopper = _alert_stopping(split.validation, mean, std, patience, policy,
+                                  average_epochs)
     # Keras matches a dict of targets to outputs by name but resolves sample weights by
     # position, so both go as lists in the model's output order.
     def ordered(values: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -273,16 +283,19 @@ def _alert_f1(quality: Mapping[str, Any]) -> float:
 
 
 def _alert_stopping(validation: Sequence[RecordWindows], mean: np.ndarray, std: np.ndarray,
-                    patience: int, policy: AlertPolicyConfig | None) -> keras.callbacks.Callback:
+                    patience: int, policy: AlertPolicyConfig | None,
+                    average_epochs: int = 1) -> keras.callbacks.Callback:
     """The early-stopping callback of ``fit(stop_on="alerts")`` (made here: Keras is
     imported only when training)."""
     import keras
 
     class AlertStopping(keras.callbacks.Callback):
-        """Early stopping on the validation alerts' F1; keeps the best epoch's weights."""
+        """Early stopping on the validation alerts' F1; keeps the mean weights of the
+        ``average_epochs`` best epochs."""
 
         def __init__(self, validation: Sequence[RecordWindows], mean: np.ndarray,
-                     std: np.ndarray, patience: int, policy: AlertPolicyConfig | None):
+                     std: np.ndarray, patience: int, policy: AlertPolicyConfig | None,
+                     average_epochs: int):
             super().__init__()
             self._inputs = [(part, network_inputs(part.features, mean, std))
                             for part in validation]
@@ -290,7 +303,8 @@ def _alert_stopping(validation: Sequence[RecordWindows], mean: np.ndarray, std: 
             self.scores: list[float] = []
             self.best_epoch = 0
             self._best: tuple[float, float] | None = None
-            self._weights: list[np.ndarray] | None = None
+            self._average = max(1, average_epochs)
+            self._kept: list[tuple[tuple[float, float], list[np.ndarray]]] = []
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
             from model.evaluation.evaluate import metrics
@@ -301,17 +315,21 @@ def _alert_stopping(validation: Sequence[RecordWindows], mean: np.ndarray, std: 
             score = _alert_f1(metrics(parts, policy, None))
             self.scores.append(round(score, 6))
             key = (score, -float((logs or {}).get("val_loss", 0.0)))
+            self._kept.append((key, self.model.get_weights()))
+            self._kept.sort(key=lambda kept: kept[0], reverse=True)
+            del self._kept[self._average:]
             if self._best is None or key > self._best:
                 self._best, self.best_epoch = key, epoch + 1
-                self._weights = self.model.get_weights()
             elif epoch + 1 - self.best_epoch >= self._patience:
                 self.model.stop_training = True
 
         def on_train_end(self, logs: Mapping[str, float] | None = None) -> None:
-            if self._weights is not None:
-                self.model.set_weights(self._weights)
+            if self._kept:
+                self.model.set_weights([np.mean(layer, axis=0) for layer in
+                                        zip(*(weights for _, weights in self._kept),
+                                            strict=True)])
 
-    return AlertStopping(validation, mean, std, patience, policy)
+    return AlertStopping(validation, mean, std, patience, policy, average_epochs)
 
 
 def tune_policy(parts: Sequence[tuple[RecordWindows, Prediction]],

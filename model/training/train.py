@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -64,7 +65,6 @@ from model.training.fit import (
     fit,
     network_inputs,
     network_prediction,
-    split_by_cycles,
     tune_policy,
 )
 from model.training.ks_filter import DEFAULT_ALPHA
@@ -88,6 +88,12 @@ DEFAULT_SEED = 0
 DEFAULT_VALIDATION_FRACTION = 0.2
 DEFAULT_PATIENCE = 15
 DEFAULT_STOP_ON = "alerts"
+# Literals for a fast '--help'; model.bundle.blend and model.training.recipe define them (a unit
+# test checks they agree).
+MODEL_KINDS = ("seed", "blend")
+DEFAULT_MODEL_KIND = "blend"
+DEFAULT_CONTEXT = "auto"
+DEFAULT_AVERAGE_EPOCHS = 5
 def fingerprint(description: Any) -> str:
     """``"sha256:<hex>"`` of a JSON-ready description of the training data.
 
@@ -184,10 +190,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--ks-alpha", type=float, default=DEFAULT_ALPHA, metavar="A",
                         help="significance level of the KS feature filter; a feature with a "
                              f"lower p-value is dropped (default {DEFAULT_ALPHA})")
+    parser.add_argument("--kind", choices=MODEL_KINDS, default=DEFAULT_MODEL_KIND,
+                        help="the model kind: the seed network alone (seed), or the "
+                             "geometric mean of its time to failure and that of LightGBM "
+                             "trees on the same features (blend), as the LANL winners did "
+                             f"(default {DEFAULT_MODEL_KIND})")
+    parser.add_argument("--context", default=DEFAULT_CONTEXT, metavar="auto|off|SECONDS",
+                        help="the stream context (the window against its stream's recent "
+                             "course): auto chooses off or the span of that course (1.5, 3 "
+                             "or 6 s) by the error on held-out blocks of whole training "
+                             "cycles; off reads each window alone; SECONDS fixes the span "
+                             f"(default {DEFAULT_CONTEXT})")
+    parser.add_argument("--average-epochs", type=int, default=DEFAULT_AVERAGE_EPOCHS,
+                        metavar="K",
+                        help="keep the mean weights of the K epochs with the best "
+                             "validation alerts (checkpoint averaging; 1: the best epoch's) "
+                             f"(default {DEFAULT_AVERAGE_EPOCHS})")
+    parser.add_argument("--init", metavar="BUNDLE",
+                        help="fine-tune this bundle's network on the new data: start from "
+                             "its weights, read its features and stream context (instead "
+                             "of choosing one), refit the scaler and, for a blend, the trees")
     parser.add_argument("--no-context", action="store_true",
-                        help="read each window alone, without the stream-context features "
-                             "(model/features/context.py: the window against its stream's last "
-                             "seconds); needed for independent test segments")
+                        help="the same as --context off: read each window alone, as "
+                             "independent test segments need")
     parser.add_argument("--folds", type=int, metavar="K",
                         help="first cross-validate: K folds of whole earthquake cycles, each "
                              "held out in turn; prints and stores each fold's MAE")
@@ -242,42 +267,67 @@ def run(args: argparse.Namespace) -> int:
     if len(rates) > 1:
         raise LabquakeError(f"the records have different sample rates {sorted(rates)}; "
                             "train on records of one rate")
-    context = None
-    if not args.no_context:
-        from model.features.context import ContextConfig
-        from model.training.dataset import add_context
+    from model.bundle.blend import Trees, choose_weight
+    from model.training import baselines, recipe
+    from model.training import selection as context_selection
 
-        context = ContextConfig()
-        records = [add_context(record, context) for record in records]
     selection = None
     if args.test_segments:
         selection = _ks_filter(records, args)
         records = [record.with_features(selection.kept) for record in records]
+    start = _initial_bundle(args)
+    if start is None:
+        prepared = recipe.prepare(records, _context_mode(args),
+                                  validation_fraction=args.validation_fraction, seed=args.seed)
+    else:
+        prepared = recipe.prepare_with(records, start.context,
+                                       validation_fraction=args.validation_fraction,
+                                       seed=args.seed, feature_names=start.feature_names)
+    records, split, context = prepared.records, prepared.split, prepared.context
+    if prepared.choice is not None:
+        scores = ", ".join(f"{label} {value:.3g} s" for label, value in
+                           prepared.choice.scores.items())
+        chosen = context_selection.candidate_label(prepared.choice.candidate)
+        _note(args, f"stream context chosen on {prepared.choice.folds} held-out blocks of "
+                    f"cycles (LightGBM MAE; span / baseline lookback: {scores}): {chosen}")
     with _keras_progress(shown=not args.quiet):
         folds = _cross_validate(records, args) if args.folds is not None else None
-        split = split_by_cycles(records, args.validation_fraction, args.seed)
         model, mean, std, history = fit(split, epochs=args.epochs,
                                         batch_size=args.batch_size, patience=args.patience,
                                         seed=args.seed, stop_on=args.stop_on,
-                                        policy=None if args.tune_policy else config)
+                                        policy=None if args.tune_policy else config,
+                                        average_epochs=args.average_epochs,
+                                        initial=None if start is None else start.model)
     from model.bundle import inference as bundle
     from model.evaluation import evaluate
 
+    trees = Trees.fit(split.train, seed=args.seed) if args.kind == "blend" else None
     training_median = float(np.median(np.concatenate([part.ttf_s for part in split.train])))
     validation = [(part, network_prediction(model, network_inputs(part.features, mean, std)))
                   for part in split.validation]
+    if trees is not None:
+        trees = trees.with_weight(choose_weight([
+            (part.ttf_s, prediction.ttf_s, trees.predict(part.features))
+            for part, prediction in validation]))
+        validation = [(part, dataclasses.replace(
+            prediction, ttf_s=trees.blend(prediction.ttf_s, part.features)))
+            for part, prediction in validation]
+    baseline_scores = baselines.baseline_scores(split.train, split.validation, args.seed)
+    _note(args, recipe.baselines_line(baseline_scores))
     if args.tune_policy:
         config = tune_policy(validation, args.clear_threshold, full=True,
                              warmup_s=0.0 if context is None else context.lookback_s)
     result = evaluate.metrics(validation, config, training_median)
-    n_train = sum(map(len, split.train))
+    # Distinct windows: the restarted copies are the same windows with another context.
+    n_train = sum(map(len, split.train)) - prepared.n_restarted
     elapsed = time.monotonic() - started
     saved = bundle.save(
         args.out, model, feature_names=records[0].feature_names, window=records[0].window,
         hop=records[0].hop, scaler_mean=mean, scaler_std=std,
         training_fingerprint=fingerprint(description),
-        metrics={"validation": result} | ({"cross_validation": folds} if folds else {}),
-        alert_policy=config.to_dict(), context=context,
+        metrics={"validation": result, "baselines": baseline_scores}
+        | ({"cross_validation": folds} if folds else {}),
+        alert_policy=config.to_dict(), context=context, trees=trees,
         extra={
             "training_ttf_median_s": training_median,
             "sample_rate_hz": records[0].sample_rate,
@@ -287,13 +337,17 @@ def run(args: argparse.Namespace) -> int:
             "validation_cycles": [list(pair) for pair in split.validation_cycles],
             "policy_tuned_on_validation": bool(args.tune_policy),
             "n_train_windows": n_train,
+            "n_restarted_windows": prepared.n_restarted,
             "n_validation_windows": result["n_windows"],
             "epochs": args.epochs, "batch_size": args.batch_size, "patience": args.patience,
             "epochs_run": history["epochs_run"], "best_epoch": history["best_epoch"],
             "stop_on": args.stop_on, "val_loss": history["val_loss"],
             **({"val_alert_f1": history["val_alert_f1"]} if "val_alert_f1" in history else {}),
             "training_seconds": round(elapsed, 1),
-        } | ({"ks_filter": selection.to_dict()} if selection else {}))
+            "average_epochs": args.average_epochs,
+            "initial_bundle": None if start is None else start.version,
+        } | ({"ks_filter": selection.to_dict()} if selection else {})
+        | ({"context_choice": prepared.choice.to_dict()} if prepared.choice else {}))
     if args.json:
         print(json.dumps(training_report(saved, elapsed), allow_nan=False))
         return 0
@@ -305,13 +359,14 @@ def run(args: argparse.Namespace) -> int:
     if not result["n_detected"] and not args.tune_policy:
         tuned = "; no validation failure was warned: try --tune-policy"
     value = evaluate.format_value
-    print(f"trained {saved.path} (version {saved.version}) on {n_train:,} windows in "
+    print(f"trained {saved.path} ({saved.kind}, version {saved.version}) on {n_train:,} "
+          f"windows in "
           f"{elapsed:.0f} s, best epoch {history['best_epoch']}/{history['epochs_run']}; "
           f"validation on {_count(len(split.validation_cycles), 'cycle')} "
           f"({result['n_windows']:,} windows): MAE {value(result['mae'])} s (baseline "
           f"{value(result['baseline_mae'])} s), R² {value(result['r2'])}, alert recall "
           f"{value(result['alert_recall'])}, precision {value(result['alert_precision'])}"
-          f"{tuned}")
+          f"{tuned}{'' if trees is None else f'; trees weigh {trees.weight:g} in the blend'}")
     return 0
 
 
@@ -412,7 +467,8 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
     check_window(args.window, args.window if args.hop is None else args.hop)
     for flag, value, least in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                               ("--patience", args.patience, 0)):
+                               ("--patience", args.patience, 0),
+                               ("--average-epochs", args.average_epochs, 1)):
         if value < least:
             raise LabquakeError(f"{flag} {value} is below {least}; give {flag} >= {least}")
     if not 0.0 < args.validation_fraction < 1.0:
@@ -431,10 +487,16 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
         check_alpha(args.ks_alpha)
         segment_files(args.test_segments)
-        if not args.no_context:
+        if _context_mode(args) != "off":
             raise LabquakeError("--test-segments are independent windows without a stream's "
                                 "past, so the model must read each window alone: add "
                                 "--no-context")
+    _context_mode(args)
+    if args.init is not None and (args.no_context or args.context != DEFAULT_CONTEXT):
+        raise LabquakeError("--init reads the bundle's own stream context; drop --context "
+                            "and --no-context")
+    if args.init is not None and args.test_segments:
+        raise LabquakeError("--init keeps the bundle's features; drop --test-segments")
     if args.folds is not None:
         from model.training.cross_validation import check_folds
 
@@ -446,6 +508,26 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if out.exists() and not (out / METADATA_FILENAME).is_file():
         raise LabquakeError(f"--out {out} exists and is not a model bundle; give a new "
                             "NAME.lqb path (an existing bundle is replaced)")
+
+
+def _initial_bundle(args: argparse.Namespace) -> Bundle | None:
+    """The bundle ``--init`` names, whose network training starts from, or None."""
+    if args.init is None:
+        return None
+    from model.bundle import inference as bundle
+
+    return bundle.load(args.init)
+
+
+def _context_mode(args: argparse.Namespace) -> str:
+    """``--context``, with ``--no-context`` meaning ``off``."""
+    from model.training.recipe import CONTEXT_OFF, check_context
+
+    if args.no_context:
+        if args.context not in (DEFAULT_CONTEXT, CONTEXT_OFF):
+            raise LabquakeError(f"--no-context contradicts --context {args.context}; drop one")
+        return CONTEXT_OFF
+    return check_context(args.context)
 
 
 def _read_training_data(args: argparse.Namespace) -> tuple[list[RecordWindows], Any]:

@@ -30,6 +30,7 @@ VERB_MODULES: dict[str, str] = {
     "alerts": "stream.app.subscriber",
     "predict": "model.evaluation.predict",
     "stamp": "stream.cli.stamp",
+    "compare": "model.evaluation.compare",
     "dashboard": "stream.app.dashboard",
     "bench": "stream.tools.bench",
     "soak": "stream.tools.soak",
@@ -84,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # The verbs that load a model: TensorFlow is imported before they run (see main).
-MODEL_VERBS = frozenset({"train", "evaluate", "replay", "monitor", "predict", "stamp"})
+MODEL_VERBS = frozenset({"train", "evaluate", "replay", "monitor", "predict", "stamp",
+                         "compare"})
 
 
 def _import_tensorflow_quietly() -> None:

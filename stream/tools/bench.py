@@ -301,7 +301,8 @@ def _inference_lines(section: Mapping[str, Any]) -> list[str]:
         lines.append(f"  batch {entry['batch_size']:>5d}: compiled "
                      f"{_number(entry['compiled_ms'], 2):>8s} ms, Model.predict "
                      f"{_number(entry['keras_predict_ms'], 2):>8s} ms "
-                     f"({_number(entry['speedup'])}x)")
+                     f"({_number(entry['speedup'])}x); whole {section['kind']} model "
+                     f"{_number(entry['model_ms'], 2):>6s} ms")
     return lines
 
 
@@ -573,6 +574,7 @@ def bench_inference(predictor: Any, repeats: int = INFERENCE_REPEATS) -> dict[st
 
     timings = bundle.benchmark_inference(predictor, INFERENCE_BATCHES, repeats)
     return {"backend": keras.backend.backend(), "devices": _devices(), "repeats": repeats,
+            "kind": getattr(predictor, "kind", "seed"),
             "batches": [{**dataclasses.asdict(timing),
                          "speedup": timing.keras_predict_ms / timing.compiled_ms}
                         for timing in timings]}

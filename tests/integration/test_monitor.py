@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import time
 
 import numpy as np
@@ -119,6 +120,12 @@ def _producers(services, record, topic, instruments, rate):
             for name in instruments]
 
 
+def _heartbeat_windows(redis_client, namespace: str, pid: int) -> int:
+    """Windows the monitor of process ``pid`` reported in its latest heartbeat (0: none yet)."""
+    beat = redis_client.get(f"{namespace}:monitor:{socket.gethostname()}:{pid}")
+    return json.loads(beat)["windows"] if beat else 0
+
+
 def _assert_each_log_equals_the_replay(redis_client, namespace, instruments, record, bundle):
     expected = replay_alerts(record, bundle, "rigX")
     logged = logged_alerts(redis_client, namespace)
@@ -172,7 +179,11 @@ def test_members_joining_and_leaving_mid_record_process_every_window_once(
         member = labquake(*monitor_args(topic, unique_name, small_bundle), services=services)
         wait_for(lambda member=member: "assigned partitions" in stderr_so_far(member), 90,
                  "the second member to be given partitions")
-        time.sleep(2)  # it works on them for a while
+        # It works on them until its own heartbeat shows predicted windows: a fixed
+        # sleep left a member on a loaded machine with none before it was stopped.
+        wait_for(lambda member=member: _heartbeat_windows(redis_client, unique_name,
+                                                          member.pid) > 0, 60,
+                 "the second member to predict windows")
         member.send_signal(signal.SIGTERM)
         leavers.append(finish(member))
     for producer in producers:

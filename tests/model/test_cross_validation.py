@@ -66,7 +66,8 @@ def test_train_prints_and_stores_each_folds_mae(tmp_path: Path,
     out = tmp_path / "cv.lqb"
     code = cli.main(["train", "--simulate", "40", "--sample-rate", "1e4", "--window", "4096",
                      "--seed", "7", "--folds", "2", "--out", str(out)])
-    printed = capsys.readouterr().out.splitlines()
+    # The context's choice first, then the folds, their summary, the baselines, the model.
+    printed = capsys.readouterr().out.splitlines()[1:]
     assert code == 0
     model = bundle.load(out)
     stored = model.metrics["cross_validation"]
@@ -97,7 +98,8 @@ def test_train_prints_and_stores_each_folds_mae(tmp_path: Path,
                                f"training): MAE {fold['mae']:.3g} s (baseline "
                                f"{fold['baseline_mae']:.3g} s), best epoch 1/1")
     assert printed[2].startswith(f"cross-validation over 2 folds: MAE {stored['mae_mean']:.3g}")
-    assert printed[3].startswith(f"trained {out}")
+    assert printed[3].startswith("baselines on the same validation windows: ")
+    assert printed[4].startswith(f"trained {out}")
 
 
 def test_a_fold_count_below_two_is_refused_before_training(

@@ -125,3 +125,15 @@ def test_a_bad_segment_read_by_a_worker_is_named(model: bundle.Bundle, folder: P
     err = capsys.readouterr().err
     assert code == 2 and f"{victim} line 101: expected 1 number, got '12x'" in err
     assert not (tmp_path / "s.csv").exists()
+
+
+def test_without_a_model_the_shipped_segments_bundle_predicts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shipped = bundle.load(bundle.SEGMENTS_BUNDLE_PATH)
+    assert shipped.context is None  # a segment has no stream before it
+    folder = segments.write_segments(tmp_path / "test", 2, sample_rate=RATE, seed=4,
+                                     segment_samples=shipped.window, progress=False).folder
+    out = tmp_path / "submission.csv"
+    assert _predict("--segments", str(folder), "--out", str(out), "--workers", "1") == 0
+    assert f"with model {shipped.version}" in capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == 3

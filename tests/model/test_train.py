@@ -203,9 +203,11 @@ def csv_bundle(lanl_csv: Path, tmp_path_factory: pytest.TempPathFactory
 
 def test_train_on_lanl_csv_writes_a_bundle_that_predicts(
         csv_bundle: tuple[bundle.Bundle, str], lanl_csv: Path) -> None:
-    model, summary = csv_bundle
-    assert summary.startswith(f"trained {model.path} (version {model.version})")
-    assert "MAE" in summary and len(summary.splitlines()) == 1
+    model, printed = csv_bundle
+    # The context's choice and the baselines, then the one-line summary.
+    summary = printed.splitlines()[-1]
+    assert summary.startswith(f"trained {model.path} (blend, version {model.version})")
+    assert "MAE" in summary and len(printed.splitlines()) == 3
     assert (model.window, model.hop) == (CSV_WINDOW, CSV_WINDOW)
     # The bundle predicts on raw windows of the record, as the monitor would give them.
     raw = records.read_record(lanl_csv, sample_rate=CSV_RATE).acoustic_data
