@@ -1,6 +1,7 @@
 """The dashboard end to end in real headless Chromium: instruments → Kafka → monitor → Redis →
 dashboard → page. The page loads, live data arrives for several instruments, the plot moves,
-the alert timeline holds the alert log, and a screenshot is taken.
+the alert timeline holds the alert log, and a screenshot is taken. A second test writes
+one alert episode through the Redis sink and follows the stream's badge and countdown.
 
 Chromium is Debian's package (``apt-get install chromium``), driven over the Chrome DevTools
 Protocol with ``websocket-client``. Set ``LABQUAKE_SCREENSHOT=PATH`` to keep the screenshot
@@ -25,6 +26,9 @@ from pathlib import Path
 import pytest
 import websocket
 
+from stream.core import events
+from stream.core.events import AlertEvent, PredictionEvent
+from stream.io.redis_sink import RedisSink
 from tests.integration.conftest import (
     TEST_SAMPLE_RATE,
     kill,
@@ -186,3 +190,84 @@ def test_the_dashboard_shows_live_predictions_alerts_and_health_in_chromium(
     finally:
         for process in processes:
             kill(process)
+
+
+RATE = 100_000.0
+HOP = 10_000
+
+
+def _prediction(window: int, p_failure: float, warming_up: bool) -> PredictionEvent:
+    end = (window + 1) * HOP
+    return PredictionEvent("rig9", "ae0", end, end / RATE, ttf_s=2.0 - 0.1 * window,
+                           tsf_s=0.1 * window, p_failure=p_failure, model_version="v-test",
+                           warming_up=warming_up)
+
+
+def _alert(kind: str, prediction: PredictionEvent, raise_sample: int,
+           failure_time: float) -> AlertEvent:
+    return AlertEvent(
+        alert_id=events.alert_id("rig9", "ae0", prediction.window_end_sample, kind),
+        kind=kind, instrument="rig9", channel="ae0",
+        window_end_sample=prediction.window_end_sample,
+        window_end_time=prediction.window_end_time, ttf_s=prediction.ttf_s,
+        tsf_s=prediction.tsf_s, p_failure=prediction.p_failure, threshold=0.5,
+        model_version="v-test", emitted_at=time.time(), reason="p_failure",
+        episode_id=events.episode_id("rig9", "ae0", raise_sample), failure_time=failure_time,
+        failure_time_lower=failure_time - 0.2, failure_time_upper=failure_time + 0.3,
+        interval_coverage=0.8, warming_up=False)
+
+
+def test_the_badge_and_countdown_follow_warm_up_and_an_alert_episode_in_chromium(
+        services, unique_name, redis_client, chromium):
+    """An episode as the sink stores it: warming up, quiet, raised, updated, withdrawn."""
+    dashboard = labquake("dashboard", "--namespace", unique_name, "--dashboard-port", "0",
+                         services=services)
+    sink = RedisSink(redis_client, unique_name)
+    stream = "rig9/ae0"
+    try:
+        wait_for(lambda: _dashboard_url(dashboard) is not None, 60, "the dashboard's address")
+        page = chromium(_dashboard_url(dashboard))
+
+        def card(selector: str) -> str:
+            return page.evaluate(
+                f'document.querySelector(\'[data-stream="{stream}"] {selector}\').textContent')
+
+        def shows(badge: str, windows: int) -> bool:
+            view = page.evaluate("window.labquake.snapshot()")["streams"].get(stream, {})
+            return view.get("points") == windows and view.get("badge") == badge
+
+        warming = [_prediction(window, 0.1, warming_up=True) for window in range(3)]
+        sink.write(warming, {})
+        wait_for(lambda: shows("warming up", 3), 30, "the warming-up badge")
+        assert card(".countdown") == "–"
+
+        quiet = [_prediction(window, 0.2, warming_up=False) for window in range(3, 6)]
+        sink.write(quiet, {})
+        wait_for(lambda: shows("quiet", 6), 30, "the quiet badge after the warm-up")
+
+        raised_at = _prediction(6, 0.9, warming_up=False)
+        sink.write([raised_at, _alert("raised", raised_at, raised_at.window_end_sample, 1.5)],
+                   {})
+        wait_for(lambda: shows("ALERT", 7), 30, "the raised badge")
+        assert "failure at 1.50 s (1.30–1.80, 80 %)" in card(".countdown")
+
+        updated_at = _prediction(7, 0.95, warming_up=False)
+        sink.write([updated_at,
+                    _alert("updated", updated_at, raised_at.window_end_sample, 1.2)], {})
+        wait_for(lambda: shows("ALERT", 8) and "failure at 1.20 s" in card(".countdown"), 30,
+                 "the updated countdown")
+
+        withdrawn_at = _prediction(8, 0.05, warming_up=False)
+        sink.write([withdrawn_at,
+                    _alert("withdrawn", withdrawn_at, raised_at.window_end_sample, 1.2)], {})
+        wait_for(lambda: shows("quiet", 9), 30, "the quiet badge after the withdrawal")
+        assert card(".countdown") == "–"
+        kinds = page.evaluate("[...document.querySelectorAll('#alerts li span')]"
+                              ".map((kind) => kind.className)")
+        assert kinds == ["withdrawn", "updated", "raised"]  # the newest first
+        episode = events.episode_id("rig9", "ae0", raised_at.window_end_sample)
+        items = page.evaluate("[...document.querySelectorAll('#alerts li')]"
+                              ".map((item) => item.textContent)")
+        assert all(f"episode {episode}" in item for item in items)
+    finally:
+        kill(dashboard)
